@@ -1,0 +1,1 @@
+"""LightningDataModules for classification and the batch samplers methods use."""

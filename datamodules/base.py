@@ -1,0 +1,102 @@
+"""What every classification datamodule shares: splits, the held-out validation subset, dataloaders."""
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from training.errors import ConfigError
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Subclasses set ``num_classes``, ``in_channels``, ``image_size`` and implement ``build(train, eval_tf)``.
+
+    holdout: size of a fixed, stratified subset of the training set held out as the validation split (never
+        trained on; MetaPruning searches on it). 0: validation uses the test set.
+    batch_sampler: optional ``_partial_`` called as
+        ``batch_sampler(labels=, batch_size=, num_replicas=, rank=, seed=)`` for the training loader.
+    """
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def __init__(self, root: str | None = None, batch_size: int = 128, eval_batch_size: int | None = None,
+                 num_workers: int = 0, holdout: int = 0, holdout_seed: int = 0, download: bool = False,
+                 batch_sampler: Callable | None = None, pin_memory: bool = False, **shape):
+        super().__init__()
+        # data.num_classes / in_channels / image_size are in the YAML for models to read; they must agree.
+        for key, value in shape.items():
+            if key not in ("num_classes", "in_channels", "image_size"):
+                raise TypeError(f"{type(self).__name__} got an unexpected argument data.{key}")
+            if value != getattr(self, key):
+                raise ConfigError(f"data.{key}={value}, but {type(self).__name__} has {key}={getattr(self, key)}: "
+                                  f"remove the override.")
+        self.root, self.download = root, download
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.holdout, self.holdout_seed = holdout, holdout_seed
+        self.batch_sampler = batch_sampler
+        self.train_set = self.val_set = self.test_set = None
+
+    # -- to implement -------------------------------------------------------------------------------------
+    def build(self, train: bool, augment: bool) -> Dataset:
+        """The train (``train=True``) or test split, with training augmentation or evaluation transforms."""
+        raise NotImplementedError
+
+    @staticmethod
+    def labels_of(dataset: Dataset) -> np.ndarray:
+        if hasattr(dataset, "targets"):
+            return np.asarray(dataset.targets)
+        if hasattr(dataset, "tensors"):
+            return dataset.tensors[1].numpy()
+        raise TypeError(f"cannot read labels of {type(dataset).__name__}")
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def setup(self, stage: str | None = None):
+        if self.train_set is not None:
+            return
+        train_aug = self.build(train=True, augment=True)
+        self.test_set = self.build(train=False, augment=False)
+        labels = self.labels_of(train_aug)
+        indices = np.arange(len(labels))
+        if self.holdout:
+            train_idx, val_idx = train_test_split(indices, test_size=self.holdout, random_state=self.holdout_seed,
+                                                  stratify=labels)
+            self.train_set = Subset(train_aug, np.sort(train_idx).tolist())
+            self.val_set = Subset(self.build(train=True, augment=False), np.sort(val_idx).tolist())
+        else:
+            self.train_set, self.val_set = train_aug, self.test_set
+
+    def train_labels(self) -> np.ndarray:
+        self.setup()
+        if isinstance(self.train_set, Subset):
+            return self.labels_of(self.train_set.dataset)[self.train_set.indices]
+        return self.labels_of(self.train_set)
+
+    def _loader(self, dataset, batch_size, shuffle=False, **kwargs):
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self):
+        if self.batch_sampler is None:
+            return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+        trainer = self.trainer
+        sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.batch_size,
+                                     num_replicas=trainer.world_size if trainer else 1,
+                                     rank=trainer.global_rank if trainer else 0,
+                                     seed=int(torch.initial_seed()) % 2**31)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, self.eval_batch_size)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set, self.eval_batch_size)

@@ -1,0 +1,1 @@
+"""One LightningModule per method; all subclass ClassifierModule, which owns evaluation of ``self.net``."""

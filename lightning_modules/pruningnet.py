@@ -1,0 +1,37 @@
+"""MetaPruning stage 1: train a PruningNet with one random channel encoding per iteration.
+
+The encoding of step ``s`` is drawn from ``random.Random(encoding_seed, s)``: the whole batch and every DDP rank
+use the same one without communication, and a resumed run draws the same sequence. Validation and test run the
+PruningNet at full width; that accuracy is only a sanity signal (the official code notes that the PruningNet's
+own accuracy is low and meaningless for a random encoding): never early-stop on it. The search stage scores
+encodings properly, after BatchNorm recalibration.
+"""
+import random
+
+from lightning_modules.classifier import ClassifierModule
+
+
+class PruningNetModule(ClassifierModule):
+    def __init__(self, net, optimizer, scheduler=None, label_smoothing: float = 0.0,
+                 scheduler_interval: str = "epoch", encoding_seed: int = 0):
+        super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
+        self.encoding_seed = encoding_seed
+
+    def sample_encoding(self, step: int) -> list:
+        return self.net.random_encoding(random.Random(self.encoding_seed * 1_000_003 + step))
+
+    def training_step(self, batch, batch_idx):
+        self.net.set_encoding(self.sample_encoding(self.global_step))
+        return super().training_step(batch, batch_idx)
+
+    def _full_width(self):
+        self.net.set_encoding(self.net.full_encoding())
+
+    def on_validation_epoch_start(self):
+        self._full_width()
+
+    def on_test_epoch_start(self):
+        self._full_width()
+
+    def on_train_epoch_end(self):
+        self._full_width()

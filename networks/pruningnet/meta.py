@@ -1,0 +1,137 @@
+"""Building blocks of MetaPruning's PruningNet (Liu et al., ICCV 2019).
+
+A PruningNet holds no convolution weights of its own: every convolution has a small weight generator
+``Linear(k, H) -> ReLU -> Linear(H, numel of the largest weight)`` that reads the block's channel ratios
+(e.g. ``[mid, in, out]``) and outputs the weight of the widest layer, which is then cropped (prefix slicing) to
+the channels of the sampled encoding. Each convolution is followed by one of 31 non-affine BatchNorms, chosen by
+the channel choice, so every width keeps its own statistics.
+
+An *encoding* is a list of choice ids (0..30), one per gene; the gene layout is defined by each architecture.
+"""
+import math
+import random
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RATIOS = tuple((10 + 3 * i) / 100 for i in range(31))   # 0.10, 0.13, ..., 1.00
+NUM_CHOICES = len(RATIOS)
+MAX_CHOICE = NUM_CHOICES - 1
+
+
+def width(base: int, choice: int) -> int:
+    """Channels of a layer with ``base`` channels at ratio choice ``choice`` (int(base * r), as the official code)."""
+    return max(1, int(base * RATIOS[choice]))
+
+
+class MetaConv2d(nn.Module):
+    """A convolution whose weight is generated from ratios and cropped to the sampled channels."""
+
+    def __init__(self, num_ratios: int, max_out: int, max_in: int, kernel_size: int, stride: int = 1,
+                 depthwise: bool = False, hidden: int = 32):
+        super().__init__()
+        self.shape = (max_out, 1 if depthwise else max_in, kernel_size, kernel_size)
+        self.stride, self.padding, self.depthwise = stride, kernel_size // 2, depthwise
+        self.generator = nn.Sequential(nn.Linear(num_ratios, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, math.prod(self.shape)))
+
+    def weight(self, ratios: torch.Tensor, out_channels: int, in_channels: int) -> torch.Tensor:
+        full = self.generator(ratios).view(self.shape)
+        return full[:out_channels] if self.depthwise else full[:out_channels, :in_channels]
+
+    def forward(self, x: torch.Tensor, ratios: torch.Tensor, out_channels: int) -> torch.Tensor:
+        in_channels = x.shape[1]
+        if self.depthwise and out_channels != in_channels:
+            raise ValueError(f"depthwise conv: out_channels={out_channels} != in_channels={in_channels}")
+        return F.conv2d(x, self.weight(ratios, out_channels, in_channels), stride=self.stride,
+                        padding=self.padding, groups=in_channels if self.depthwise else 1)
+
+
+class ChoiceBatchNorm2d(nn.ModuleList):
+    """One non-affine BatchNorm per channel choice; ``widths[c]`` is the width normalized for choice ``c``."""
+
+    def __init__(self, widths: Sequence[int]):
+        super().__init__(nn.BatchNorm2d(w, affine=False) for w in widths)
+
+    @classmethod
+    def for_base(cls, base: int) -> "ChoiceBatchNorm2d":
+        return cls([width(base, c) for c in range(NUM_CHOICES)])
+
+    def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
+        return self[choice](x)
+
+
+def ratios_tensor(choices: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """The generator input: the ratios of the given choices, on the device/dtype of ``like``."""
+    return torch.tensor([RATIOS[c] for c in choices], device=like.device, dtype=like.dtype)
+
+
+class PruningNet(nn.Module):
+    """Base of the PruningNets: holds the current encoding and knows its narrow counterpart.
+
+    ``forward(x, return_features=False)`` runs the network at ``self.encoding`` (set with ``set_encoding``;
+    the full width by default), so a PruningNet keeps the uniform classifier interface of ``networks/``.
+    Subclasses set ``arch`` (registry name), ``gene_names`` and ``arch_kwargs`` (what builds the narrow net).
+    """
+
+    arch: str = ""
+    narrow_cls: type = None
+
+    def __init__(self, gene_names: Sequence[str], arch_kwargs: dict):
+        super().__init__()
+        self.gene_names = list(gene_names)
+        self.arch_kwargs = dict(arch_kwargs)
+        self.encoding = self.full_encoding()
+
+    @property
+    def num_genes(self) -> int:
+        return len(self.gene_names)
+
+    def full_encoding(self) -> list:
+        return [MAX_CHOICE] * self.num_genes
+
+    def random_encoding(self, rng: random.Random) -> list:
+        return [rng.randrange(NUM_CHOICES) for _ in range(self.num_genes)]
+
+    def check_encoding(self, encoding: Sequence[int]) -> list:
+        encoding = [int(c) for c in encoding]
+        if len(encoding) != self.num_genes or not all(0 <= c < NUM_CHOICES for c in encoding):
+            raise ValueError(f"{self.arch} encoding needs {self.num_genes} choice ids in 0..{MAX_CHOICE}, "
+                             f"got {encoding}")
+        return encoding
+
+    def set_encoding(self, encoding: Sequence[int]) -> None:
+        self.encoding = self.check_encoding(encoding)
+
+    def narrow(self, encoding: Sequence[int]) -> nn.Module:
+        """The ordinary narrow network (plain convs, affine BN) of ``encoding``."""
+        return self.narrow_cls(self.check_encoding(encoding), **self.arch_kwargs)
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
+            act: type | None = nn.ReLU) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm (+ activation): the layer of the ordinary narrow networks."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(out_channels)]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class NarrowNet(nn.Module):
+    """Ordinary network built from an encoding: ``body`` -> global average pool -> ``fc``."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, encoding: Sequence[int]):
+        super().__init__()
+        self.encoding = list(encoding)
+        self.body = body
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        features = self.pool(self.body(x))
+        logits = self.fc(features)
+        return (logits, features) if return_features else logits

@@ -1,0 +1,80 @@
+"""Hydra entry point: compose the config, instantiate datamodule, module, trainer, loggers and callbacks, run
+the stage. Examples: README.md. Everything is built from ``_target_`` configs under conf/."""
+import sys
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from search.stage import search
+from training.errors import find_config_error
+from training.loggers import finish_wandb
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Every entry of a ``logger``/``callbacks`` group that has a ``_target_``."""
+    return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def fit(cfg: DictConfig) -> dict[str, float]:
+    """Train ``cfg.module`` on ``cfg.data`` (unless ``train=false``), then evaluate on the test set."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()  # a missing dataset fails here, before a teacher is trained or a logger started
+    module = instantiate(cfg.module)
+    loggers = instantiate_all(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # logger=none: Lightning refuses a learning-rate monitor without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    metrics = {}
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(trainer.callback_metrics)
+    if cfg.test:
+        ckpt = cfg.get("ckpt_path") if not cfg.train else None
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if cfg.train and cfg.get("test_ckpt") == "best" and best:
+            ckpt = best
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update(trainer.callback_metrics)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+STAGES = {"fit": fit, "search": search}
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Seed, print the config, run ``cfg.stage``; returns the final metrics."""
+    if cfg.stage not in STAGES:
+        raise SystemExit(f"error: stage={cfg.stage} is not one of {sorted(STAGES)}")
+    rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    try:
+        metrics = STAGES[cfg.stage](cfg)
+    finally:
+        finish_wandb()
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+    rank_zero_info(f"[done] {summary or 'no test metrics'}")
+    return metrics
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = run(cfg)
+    except Exception as e:
+        error = find_config_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

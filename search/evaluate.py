@@ -1,0 +1,67 @@
+"""Scoring a candidate encoding with the trained PruningNet: recalibrate BatchNorm, then top-1 accuracy.
+
+As in the official search: reset the BN running statistics, run training batches in train mode (no gradient) to
+recompute them for this encoding, then measure top-1 on a validation split held out of the training set.
+The BN statistics are a cumulative average over the calibration batches (momentum=None), so the result does
+not depend on how many candidates were scored before. Under DDP each rank scores a slice of the population
+and the accuracies are gathered.
+"""
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@torch.no_grad()
+def recalibrate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    was_training = net.training
+    net.train()
+    for x in batches:
+        net(x)
+    net.train(was_training)
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+
+
+@torch.no_grad()
+def top1(net: nn.Module, batches: Sequence[tuple]) -> float:
+    was_training = net.training
+    net.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += (net(x).argmax(1) == y).sum().item()
+        total += len(y)
+    net.train(was_training)
+    return correct / max(total, 1)
+
+
+class CandidateEvaluator:
+    """``evaluator(encodings) -> accuracies`` for a PruningNet; splits the work across DDP ranks when running."""
+
+    def __init__(self, pruningnet, calib_batches, val_batches, device="cpu"):
+        self.net = pruningnet.to(device)
+        self.calib = [x.to(device) for x in calib_batches]
+        self.val = [(x.to(device), y.to(device)) for x, y in val_batches]
+
+    def score(self, encoding) -> float:
+        self.net.set_encoding(encoding)
+        recalibrate_bn(self.net, self.calib)
+        return top1(self.net, self.val)
+
+    def __call__(self, encodings: list) -> list[float]:
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        mine = {i: self.score(encodings[i]) for i in range(rank, len(encodings), world)}
+        if world > 1:
+            parts = [None] * world
+            dist.all_gather_object(parts, mine)
+            for part in parts:
+                mine.update(part)
+        return [mine[i] for i in range(len(encodings))]

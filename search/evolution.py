@@ -1,0 +1,215 @@
+"""Evolutionary search over channel encodings under a FLOPs (and optional parameter) budget.
+
+The official algorithm: a population of 50; each generation keeps the best 50 of everything evaluated so far
+(elitist), takes the top 10 as parents and breeds 25 mutations (each gene redrawn with p = 0.1 among the other
+choices) and 25 crossovers (each gene from one of two distinct parents), then fills up with random encodings.
+Encodings outside the budget are rejected when they are generated, so no evaluation is spent on them.
+
+The state (everything evaluated and the next population) is written atomically after every generation and a
+new run with the same state file resumes where the killed one stopped. Each generation draws from its own
+``random.Random(seed, generation)``, so a resumed search continues exactly as an uninterrupted one would.
+"""
+import json
+import os
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from training.errors import ConfigError
+
+Encoding = tuple
+
+
+@dataclass
+class Budget:
+    """Feasible set: ``min_flops <= flops <= max_flops`` and ``params <= max_params`` (None = no bound).
+
+    ``measure(encoding) -> (flops, params)`` is memoized here.
+    """
+    measure: Callable[[Sequence[int]], tuple]
+    max_flops: float | None = None
+    min_flops: float | None = None
+    max_params: float | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def cost(self, encoding) -> tuple:
+        encoding = tuple(encoding)
+        if encoding not in self._cache:
+            self._cache[encoding] = tuple(int(v) for v in self.measure(encoding))
+        return self._cache[encoding]
+
+    def feasible(self, encoding) -> bool:
+        flops, params = self.cost(encoding)
+        return ((self.max_flops is None or flops <= self.max_flops)
+                and (self.min_flops is None or flops >= self.min_flops)
+                and (self.max_params is None or params <= self.max_params))
+
+    def check_attainable(self, smallest, largest) -> None:
+        """Clear errors for budgets no encoding can meet (cost grows with every width)."""
+        lo_flops, lo_params = self.cost(smallest)
+        hi_flops, _ = self.cost(largest)
+        if self.max_flops is not None and self.max_flops < lo_flops:
+            raise ConfigError(f"search.max_flops={self.max_flops:.4g}: no encoding meets it; the narrowest network "
+                              f"(every ratio 0.10) already has {lo_flops:.4g} FLOPs and the full one {hi_flops:.4g}. "
+                              f"Raise search.max_flops (a fraction of the full network such as 0.5, or FLOPs).")
+        if self.min_flops is not None and self.min_flops > hi_flops:
+            raise ConfigError(f"search.min_flops={self.min_flops:.4g}: above the full network's {hi_flops:.4g} "
+                              f"FLOPs; lower it or set it to null.")
+        if (self.min_flops is not None and self.max_flops is not None and self.min_flops > self.max_flops):
+            raise ConfigError(f"search.min_flops={self.min_flops:.4g} > search.max_flops={self.max_flops:.4g}: "
+                              f"the FLOPs window is empty.")
+        if self.max_params is not None and self.max_params < lo_params:
+            raise ConfigError(f"search.max_params={self.max_params:.4g}: no encoding meets it; the narrowest network "
+                              f"has {lo_params:.4g} parameters. Raise search.max_params or set it to null.")
+
+
+def resolve_budget(value, full: float, key: str) -> float | None:
+    """A budget as given by the user: null, a fraction of the full network (<= 1), a number or '330M' / '2G'."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgG]?)\s*", value)
+        if not m:
+            raise ConfigError(f"{key}={value!r}: write a fraction of the full network (0.5), a number of FLOPs "
+                              f"(330000000) or one with a suffix (330M, 2G).")
+        value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    value = float(value)
+    if value <= 0:
+        raise ConfigError(f"{key}={value}: must be positive (a fraction of the full network or an absolute count).")
+    return value * full if value <= 1 else value
+
+
+@dataclass
+class SearchConfig:
+    population: int = 50
+    generations: int = 20
+    parents: int = 10
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1
+    seed: int = 0
+
+
+class EvolutionarySearch:
+    """``evaluate(list of encodings) -> list of accuracies``; ``on_generation(generation, stats)`` reports progress."""
+
+    def __init__(self, num_genes: int, num_choices: int, budget: Budget, evaluate: Callable, config: SearchConfig,
+                 state_path: str | os.PathLike | None = None, on_generation: Callable | None = None,
+                 write_state: bool = True):
+        if config.parents < 2 and config.crossovers:
+            raise ConfigError(f"search.parents={config.parents}: crossover needs at least 2 parents.")
+        self.num_genes, self.num_choices = num_genes, num_choices
+        self.budget, self.evaluate, self.cfg = budget, evaluate, config
+        self.state_path = Path(state_path) if state_path else None
+        self.write_state = write_state   # False on DDP ranks other than 0: they read the state, never write it
+        self.on_generation = on_generation or (lambda generation, stats: None)
+        self.evaluated: dict[Encoding, dict] = {}
+        self.history: list[dict] = []
+        self.generation = 0
+        self.population: list[Encoding] = []
+
+    # ---- breeding -------------------------------------------------------------------------------------------
+    def _rng(self, generation: int) -> random.Random:
+        return random.Random(self.cfg.seed * 1_000_003 + generation)
+
+    def _accept(self, encoding, chosen: list, seen: set) -> bool:
+        if encoding in seen or encoding in self.evaluated or not self.budget.feasible(encoding):
+            return False
+        chosen.append(encoding)
+        seen.add(encoding)
+        return True
+
+    def _breed(self, count: int, make: Callable, chosen: list, seen: set, tries_per: int) -> None:
+        target = len(chosen) + count
+        for _ in range(count * tries_per):
+            if len(chosen) >= target:
+                return
+            self._accept(make(), chosen, seen)
+
+    def next_population(self, parents: list, rng: random.Random) -> list:
+        chosen, seen = [], set()
+        n = self.num_choices
+
+        def mutate():
+            parent = rng.choice(parents)
+            return tuple(rng.choice([c for c in range(n) if c != g]) if rng.random() < self.cfg.mutation_prob
+                         else g for g in parent)
+
+        def cross():
+            a, b = rng.sample(parents, 2)
+            return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
+
+        def fresh():
+            return tuple(rng.randrange(n) for _ in range(self.num_genes))
+
+        if parents:
+            self._breed(self.cfg.mutations, mutate, chosen, seen, tries_per=10)
+            if len(parents) >= 2:
+                self._breed(self.cfg.crossovers, cross, chosen, seen, tries_per=10)
+        self._breed(self.cfg.population - len(chosen), fresh, chosen, seen, tries_per=200)
+        return chosen
+
+    # ---- state ----------------------------------------------------------------------------------------------
+    def _fingerprint(self) -> dict:
+        return {"config": asdict(self.cfg), "num_genes": self.num_genes, "num_choices": self.num_choices,
+                "budget": [self.budget.max_flops, self.budget.min_flops, self.budget.max_params]}
+
+    def save_state(self) -> None:
+        if self.state_path is None or not self.write_state:
+            return
+        state = {"fingerprint": self._fingerprint(), "generation": self.generation,
+                 "population": [list(e) for e in self.population], "evaluated": list(self.evaluated.values()),
+                 "history": self.history}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def load_state(self) -> bool:
+        """Resume from the state file if it exists; False when starting fresh."""
+        if self.state_path is None or not self.state_path.is_file():
+            return False
+        state = json.loads(self.state_path.read_text())
+        if state["fingerprint"] != json.loads(json.dumps(self._fingerprint())):
+            raise ConfigError(f"search.state={self.state_path}: this state file belongs to a search with other "
+                              f"settings ({state['fingerprint']}). Delete it, or point search.state elsewhere.")
+        self.generation = state["generation"]
+        self.population = [tuple(e) for e in state["population"]]
+        self.evaluated = {tuple(r["encoding"]): r for r in state["evaluated"]}
+        self.history = state["history"]
+        return True
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def ranked(self) -> list[dict]:
+        """Everything evaluated, best first (ties broken by fewer FLOPs, then the encoding)."""
+        return sorted(self.evaluated.values(), key=lambda r: (-r["acc"], r["flops"], r["encoding"]))
+
+    def run(self) -> list[dict]:
+        resumed = self.load_state()
+        if not resumed:
+            self.population = self.next_population([], self._rng(0))
+            if not self.population:
+                raise ConfigError("search.max_flops/min_flops/max_params: not one random encoding in "
+                                  f"{200 * self.cfg.population} tries met the budget; widen it.")
+        while self.generation < self.cfg.generations:
+            g = self.generation
+            todo = [e for e in self.population if e not in self.evaluated]
+            for encoding, acc in zip(todo, self.evaluate([list(e) for e in todo])):
+                flops, params = self.budget.cost(encoding)
+                self.evaluated[encoding] = {"encoding": list(encoding), "acc": float(acc), "flops": flops,
+                                            "params": params, "generation": g}
+            current = [self.evaluated[e] for e in self.population]
+            top = self.ranked()[:self.cfg.population]
+            stats = {"generation": g, "evaluated": len(self.evaluated), "best_acc": top[0]["acc"],
+                     "mean_acc": sum(r["acc"] for r in current) / len(current),
+                     "top_mean_acc": sum(r["acc"] for r in top) / len(top), "best_flops": top[0]["flops"],
+                     "mean_flops": sum(r["flops"] for r in current) / len(current)}
+            self.history.append(stats)
+            self.population = self.next_population([tuple(r["encoding"]) for r in top[:self.cfg.parents]],
+                                                   self._rng(g + 1))
+            self.generation = g + 1
+            self.save_state()
+            self.on_generation(g, stats)
+        return self.ranked()

@@ -1,0 +1,196 @@
+"""The search stage of run.py (``method=metapruning_search``): evolutionary search over a trained PruningNet.
+
+Loads the PruningNet from ``search.pruningnet_ckpt``, scores candidates on the datamodule's held-out validation
+split after BatchNorm recalibration on training batches, and writes to the run folder:
+
+* ``search_state.json``  every generation (atomic); rerunning with ``search.state=<that file>`` resumes
+* ``top_encodings.yaml`` the best ``search.top_k`` encodings with FLOPs, parameters and held-out accuracy, and
+  the uniform-width baseline within the same budget; ``model=pruned model.encoding=<file>`` builds them
+* ``flops_vs_acc.png``   every candidate scored (also logged as the image ``search/flops_vs_acc``)
+
+Under DDP (``trainer=ddp``) every rank scores a slice of each generation and the results are gathered.
+"""
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from networks.flops import count_flops, count_params
+from networks.pruningnet import NUM_CHOICES, RATIOS
+from search.evaluate import CandidateEvaluator
+from search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
+from training.errors import ConfigError
+
+
+def load_pruningnet(cfg: DictConfig):
+    net = instantiate(cfg.model)
+    if not hasattr(net, "set_encoding"):
+        raise ConfigError(f"model={cfg.model.get('_target_')}: the search needs a PruningNet model "
+                          f"(model=pruningnet_mbv2_small, pruningnet_mbv2, ...), the one search.pruningnet_ckpt "
+                          f"was trained with.")
+    path = cfg.search.get("pruningnet_ckpt")
+    if not path or not Path(str(path)).is_file():
+        raise ConfigError(f"search.pruningnet_ckpt={path}: no such checkpoint. Train a PruningNet first "
+                          f"(method=metapruning) and pass its <run dir>/checkpoints/last.ckpt.")
+    state = torch.load(str(path), map_location="cpu", weights_only=False)
+    weights = {k[len("net."):]: v for k, v in state.get("state_dict", state).items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError(f"search.pruningnet_ckpt={path} does not match model={cfg.model.get('arch')} "
+                          f"(size={cfg.model.get('size')}, num_classes={cfg.model.get('num_classes')}): choose the "
+                          f"model config it was trained with. ({str(e).splitlines()[0]})") from None
+    return net
+
+
+def budget_for(net, input_shape, s: DictConfig) -> tuple[Budget, int, int]:
+    def measure(encoding):
+        narrow = net.narrow(encoding)
+        return count_flops(narrow, input_shape), count_params(narrow)
+
+    full_flops, full_params = measure(net.full_encoding())
+    budget = Budget(measure, max_flops=resolve_budget(s.get("max_flops"), full_flops, "search.max_flops"),
+                    min_flops=resolve_budget(s.get("min_flops"), full_flops, "search.min_flops"),
+                    max_params=resolve_budget(s.get("max_params"), full_params, "search.max_params"))
+    budget.check_attainable([0] * net.num_genes, net.full_encoding())
+    return budget, full_flops, full_params
+
+
+def uniform_encoding(net, budget: Budget) -> list:
+    """The widest uniform-ratio encoding within the budget (the baseline MetaPruning is compared to)."""
+    for c in reversed(range(NUM_CHOICES)):
+        encoding = [c] * net.num_genes
+        flops, params = budget.cost(encoding)
+        if ((budget.max_flops is None or flops <= budget.max_flops)
+                and (budget.max_params is None or params <= budget.max_params)):
+            return encoding
+    return [0] * net.num_genes
+
+
+def calibration_batches(datamodule, s: DictConfig, seed: int) -> list:
+    loader = torch.utils.data.DataLoader(datamodule.train_set, batch_size=s.calib_batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed), drop_last=False)
+    batches = []
+    for x, _ in loader:
+        batches.append(x)
+        if len(batches) == s.calib_batches:
+            break
+    return batches
+
+
+def validation_batches(datamodule, s: DictConfig) -> list:
+    batches = []
+    for batch in datamodule.val_dataloader():
+        batches.append(batch[:2])
+        if s.get("val_batches") and len(batches) == s.val_batches:
+            break
+    return batches
+
+
+def scatter_figure(records, uniform, budget: Budget, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    points = ax.scatter([r["flops"] / 1e6 for r in records], [100 * r["acc"] for r in records],
+                        c=[r["generation"] for r in records], cmap="viridis", s=14)
+    fig.colorbar(points, ax=ax, label="generation")
+    best = records[0]
+    ax.scatter([best["flops"] / 1e6], [100 * best["acc"]], marker="*", s=200, c="red", label="best")
+    ax.scatter([uniform["flops"] / 1e6], [100 * uniform["acc"]], marker="s", s=60, c="black",
+               label=f"uniform {uniform['ratio']:.2f}x")
+    for bound in (budget.max_flops, budget.min_flops):
+        if bound is not None:
+            ax.axvline(bound / 1e6, color="gray", linestyle="--")
+    ax.set(xlabel="MFLOPs (multiply-adds)", ylabel="held-out top-1 (%) after BN recalibration", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def describe(record, net, full_flops) -> dict:
+    return {"encoding": list(record["encoding"]), "ratios": [RATIOS[c] for c in record["encoding"]],
+            "val_acc": round(float(record["acc"]), 6), "flops": int(record["flops"]), "params": int(record["params"]),
+            "flops_fraction": round(record["flops"] / full_flops, 4), **({"generation": record["generation"]}
+                                                                      if "generation" in record else {})}
+
+
+def search(cfg: DictConfig) -> dict[str, float]:
+    s = cfg.search
+    t = cfg.trainer
+    fabric = L.Fabric(accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1),
+                      strategy=t.get("strategy", "auto"), num_nodes=t.get("num_nodes", 1))
+    fabric.launch()
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    if not datamodule.holdout:
+        raise ConfigError("data.holdout=0: the search scores candidates on a split held out of the training set, "
+                          "never on the test set. Set data.holdout=N (digits: 180; ImageNet: 50000, as the paper).")
+    net = load_pruningnet(cfg)
+    input_shape = tuple(datamodule.input_shape)
+    budget, full_flops, full_params = budget_for(net, input_shape, s)
+    evaluator = CandidateEvaluator(net, calibration_batches(datamodule, s, cfg.seed),
+                                   validation_batches(datamodule, s), fabric.device)
+    output_dir = Path(cfg.paths.output_dir)
+    loggers = []
+    if fabric.global_rank == 0:
+        from run import instantiate_all
+        loggers = instantiate_all(cfg.get("logger"))
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    config = SearchConfig(population=s.population, generations=s.generations, parents=s.parents,
+                          mutations=s.mutations, crossovers=s.crossovers, mutation_prob=s.mutation_prob,
+                          seed=s.seed)
+
+    def progress(generation, stats):
+        rank_zero_info(f"[search] generation {generation + 1}/{config.generations}: best acc {stats['best_acc']:.4f} "
+                       f"@ {stats['best_flops'] / 1e6:.3f}M FLOPs, population mean acc {stats['mean_acc']:.4f} "
+                       f"@ {stats['mean_flops'] / 1e6:.3f}M, top-{config.population} mean {stats['top_mean_acc']:.4f}, "
+                       f"{stats['evaluated']} evaluated")
+        for logger in loggers:
+            logger.log_metrics({f"search/{k}": v for k, v in stats.items() if k != "generation"}, step=generation)
+
+    state_path = Path(str(s.state)) if s.get("state") else output_dir / "search_state.json"
+    evolution = EvolutionarySearch(net.num_genes, NUM_CHOICES, budget, evaluator, config, state_path,
+                                   on_generation=progress, write_state=fabric.global_rank == 0)
+    if state_path.is_file():
+        rank_zero_info(f"[search] resuming from {state_path}")
+    ranked = evolution.run()
+
+    uniform = uniform_encoding(net, budget)
+    uniform_flops, uniform_params = budget.cost(uniform)
+    uniform_record = {"encoding": uniform, "acc": evaluator([uniform])[0], "flops": uniform_flops,
+                      "params": uniform_params, "ratio": RATIOS[uniform[0]]}
+    best = ranked[0]
+    metrics = {"search/best_acc": best["acc"], "search/best_flops": best["flops"], "search/best_params": best["params"],
+               "search/uniform_acc": uniform_record["acc"], "search/uniform_flops": uniform_flops}
+    if fabric.global_rank == 0:
+        top = {"arch": net.arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                                 for k, v in net.arch_kwargs.items()},
+               "input_shape": list(input_shape), "gene_names": net.gene_names,
+               "budget": {"max_flops": budget.max_flops, "min_flops": budget.min_flops,
+                          "max_params": budget.max_params, "full_flops": full_flops, "full_params": full_params},
+               "top": [describe(r, net, full_flops) for r in ranked[:s.top_k]],
+               "uniform": {**describe(uniform_record, net, full_flops), "ratio": uniform_record["ratio"]}}
+        output = Path(str(s.output)) if s.get("output") else output_dir / "top_encodings.yaml"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(yaml.safe_dump(top, sort_keys=False, default_flow_style=None))
+        figure = scatter_figure(ranked, uniform_record, budget, f"{net.arch}: {len(ranked)} candidates")
+        figure.savefig(output_dir / "flops_vs_acc.png")
+        from training.images import log_image
+        log_image(loggers, "search/flops_vs_acc", figure, step=config.generations)
+        for logger in loggers:
+            logger.log_metrics(metrics, step=config.generations)
+            logger.finalize("success")
+        rank_zero_info(
+            f"[search] found: {best['flops'] / 1e6:.3f}M FLOPs ({best['flops'] / full_flops:.1%} of the full "
+            f"network), {best['params']:,} parameters, held-out acc {best['acc']:.4f}; uniform {uniform_record['ratio']:.2f}x: "
+            f"{uniform_flops / 1e6:.3f}M FLOPs, held-out acc {uniform_record['acc']:.4f}\n[search] wrote {output}; "
+            f"retrain with: python run.py model=pruned model.encoding={output} (model.pick=uniform for the baseline)")
+    return metrics

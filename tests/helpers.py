@@ -1,0 +1,58 @@
+"""Running the project the way users do, from tests: compose a config in-process, or run ``run.py`` as a
+subprocess (needed for ``strategy=ddp``, which re-executes the command line)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny, fast settings for end-to-end tests: no progress bar, few epochs. Tests add their own overrides.
+FAST = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.log_every_n_steps=1"]
+
+
+def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """The composed config, as ``python run.py <overrides>`` would see it, writing under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    output_dir = Path(output_dir)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(output_dir)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    return cfg
+
+
+def run_config(overrides: list[str], output_dir: str | Path) -> dict[str, float]:
+    """Compose and run in this process (``run.run``); returns the final metrics."""
+    import run
+
+    cfg = compose_config(overrides, output_dir)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in @hydra.main: the job config without the hydra node
+    return run.run(cfg)
+
+
+def run_cli(args: list[str], output_dir: str | Path, timeout: int = 600, multirun: bool = False,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """``python run.py <args>`` in a subprocess whose run (or sweep) folder is ``output_dir``."""
+    output_dir = Path(output_dir)
+    place = [f"hydra.sweep.dir={output_dir}"] if multirun else [f"hydra.run.dir={output_dir}"]
+    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []), *args, *place,
+           f"paths.log_dir={output_dir}/logs", f"paths.data_dir={output_dir}/data"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(cmd, cwd=output_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,46 @@
+"""Reads back what an offline wandb run logged, from its ``run-*.wandb`` file (LevelDB-log framing of protobuf
+``Record``s). wandb no longer ships a reader, and tests must check what a run logged without a server."""
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+_HEADER, _BLOCK = 7, 32768
+
+
+def _chunks(data: bytes):
+    pos, record = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        if _BLOCK - pos % _BLOCK < _HEADER:  # block trailer padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        pos += _HEADER
+        if kind == 0 and length == 0:
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        record += data[pos:pos + length]
+        pos += length
+        if kind in (1, 4):  # FULL or LAST
+            yield record
+            record = b""
+
+
+def offline_runs(root: str | Path) -> list[Path]:
+    return sorted(Path(root).rglob("offline-run-*/run-*.wandb"))
+
+
+def history(wandb_file: str | Path) -> list[dict]:
+    """Every ``history`` row (one per wandb.log call) as {key: value}."""
+    data = Path(wandb_file).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{wandb_file} is not a wandb transaction log")
+    rows = []
+    for chunk in _chunks(data):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows

@@ -1,0 +1,37 @@
+"""Loggers: wandb that goes offline by itself when no API key is configured."""
+import netrc
+import os
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def wandb_api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(
+            os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1])
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
+    """A WandbLogger that logs offline when ``offline`` is None and no API key is configured (``WANDB_API_KEY``
+    or ``wandb login``). Offline runs are synced later with ``wandb sync <save_dir>/wandb/offline-run-*``."""
+    if offline is None:
+        offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_api_key_configured()
+        if offline:
+            rank_zero_info(f"[wandb] no API key configured: logging offline under {kwargs.get('save_dir', '.')}"
+                           f"/wandb. Sync later with `wandb sync {kwargs.get('save_dir', '.')}/wandb/offline-run-*`.")
+    return WandbLogger(offline=offline, **kwargs)
+
+
+def finish_wandb():
+    """Close the current wandb run, so the next job of a multirun starts its own (WandbLogger reuses wandb.run)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -1,0 +1,46 @@
+"""Building the frozen teacher a student learns from: a checkpoint, torchvision weights, or (for the embedded
+digits default) trained on first use and cached, so that a fresh machine runs ``python run.py`` as is."""
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from networks.teacher import FrozenTeacher, load_weights
+
+
+def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missing: dict | None = None,
+                  datamodule: L.LightningDataModule | None = None) -> FrozenTeacher:
+    """``net`` with weights from ``checkpoint`` (Lightning .ckpt or plain state_dict), frozen.
+
+    checkpoint=None keeps the network's own weights (torchvision ``model.weights=...``).
+    train_if_missing: ``{max_epochs, lr, seed}``; when ``checkpoint`` does not exist yet, train ``net`` on
+    ``datamodule`` with ClassifierModule and write it there (atomically) first.
+    """
+    if checkpoint and train_if_missing and not Path(checkpoint).is_file():
+        _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
+    if checkpoint:
+        load_weights(net, checkpoint, key="teacher.checkpoint")
+    return FrozenTeacher(net)
+
+
+def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, seed: int = 0):
+    from lightning_modules.classifier import ClassifierModule  # late: lightning_modules import training
+
+    if datamodule is None:
+        raise ValueError("teacher.train_if_missing needs teacher.datamodule")
+    print(f"[teacher] {path} not found: training {type(net).__name__} on {type(datamodule).__name__} "
+          f"for {max_epochs} epochs and caching it (once per machine)")
+    with torch.random.fork_rng():
+        L.seed_everything(seed, workers=True, verbose=False)
+        module = ClassifierModule(net, optimizer=lambda params: torch.optim.Adam(params, lr=lr))
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, datamodule=datamodule)
+        acc = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
+    print(f"[teacher] cached teacher test accuracy {acc:.4f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)
