@@ -23,7 +23,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.module`` on ``cfg.data`` (unless ``train=false``), then evaluate on the test set."""
     datamodule = instantiate(cfg.data)
     datamodule.setup()  # a missing dataset fails here, before a teacher is trained or a logger started
-    module = instantiate(cfg.module)
+    module = instantiate(cfg.module, _convert_="object")  # plain containers: checkpoints load with weights_only
     loggers = instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

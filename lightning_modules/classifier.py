@@ -22,7 +22,7 @@ class ClassifierModule(L.LightningModule):
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
                  label_smoothing: float = 0.0, scheduler_interval: str = "epoch"):
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)  # the run saves its config
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.scheduler_interval = label_smoothing, scheduler_interval

@@ -1,0 +1,62 @@
+"""CCKD end to end: the digits default learns, logs every term and the heatmap, SUR runs, DDP on 2 CPU processes,
+Hydra sweeps (one run per job), clear errors."""
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import FAST, run_cli, run_config
+
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", *FAST]
+
+
+def metrics_columns(run_dir: Path) -> set[str]:
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    return {k for row in rows for k, v in row.items() if v != ""}
+
+
+def test_cckd_digits_student_learns(tmp_path):
+    # The default run (python run.py = method=cckd, LeNet-5-half from the cached LeNet-5 teacher), shortened.
+    metrics = run_config(["trainer.max_epochs=5", "module.heatmap_every_n_epochs=3", *FAST], tmp_path)
+    assert metrics["test/acc"] >= 0.90
+    assert metrics["test/teacher_acc"] >= 0.90
+    logged = metrics_columns(tmp_path)
+    assert {"train/loss_ce_epoch", "train/loss_kd_epoch", "train/loss_cc_epoch", "train/acc",
+            "train/teacher_acc", "val/acc_top5", "val/teacher_acc", "val/teacher_acc_top5",
+            "test/teacher_acc_top5"} <= logged
+    heatmaps = sorted((tmp_path / "csv" / "images").glob("train_correlation_*.png"))
+    assert len(heatmaps) == 2  # epochs 0 and 3
+
+
+def test_sur_sampler_gets_teacher_features(tmp_path):
+    metrics = run_config(["sampler=sur", "sampler.num_superclasses=4", *TINY], tmp_path)
+    assert "test/acc" in metrics
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    proc = run_cli(["method=cckd", "trainer=ddp_cpu", *TINY, "logger=csv"], tmp_path / "ddp", timeout=900)
+    out = proc.stdout + proc.stderr
+    assert "GLOBAL_RANK: 1" in out or "world_size=2" in out.lower() or "Initializing distributed" in out
+    assert "test/acc" in out
+
+
+def test_sweep_each_job_is_its_own_run(tmp_path):
+    run_cli(["method=cckd", "loss.beta=0.5,2.0", *TINY], tmp_path / "sweep", multirun=True, timeout=900)
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    betas = []
+    for job in jobs:
+        assert (job / "csv" / "metrics.csv").is_file()
+        betas.append(yaml.safe_load(open(job / ".hydra" / "config.yaml"))["loss"]["beta"])
+    assert betas == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["method=cckd", "data=imagenet", "data.root=/missing"], "data.root"),
+    (["method=cckd", "loss.kernel=cosine"], "loss.kernel"),
+    (["method=cckd", "data.batch_size=30"], "data.batch_sampler.k"),
+])
+def test_bad_input_fails_clearly(tmp_path, args, message):
+    proc = run_cli([*args, *TINY], tmp_path / "run", check=False, timeout=300)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,99 @@
+"""DAFL's loss terms and generator against values computed by hand."""
+import math
+
+import pytest
+import torch
+
+from losses.dafl import (activation_loss, generator_loss, information_entropy_loss, one_hot_loss,
+                         student_loss)
+from networks.generator import DAFLGenerator
+
+LN3, LN4 = math.log(3.0), math.log(4.0)
+
+
+def test_one_hot_loss_is_cross_entropy_against_the_teachers_argmax():
+    # row 1: softmax [1/4, 3/4], argmax 1 -> -ln 3/4; row 2: softmax [4/5, 1/5], argmax 0 -> -ln 4/5
+    logits = torch.tensor([[0.0, LN3], [LN4, 0.0]])
+    expected = (-math.log(0.75) - math.log(0.8)) / 2
+    assert one_hot_loss(logits).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_activation_loss_is_minus_mean_absolute_feature():
+    features = torch.tensor([[1.0, -2.0], [3.0, -4.0]])
+    assert activation_loss(features).item() == pytest.approx(-(1 + 2 + 3 + 4) / 4)
+
+
+def test_information_entropy_of_a_balanced_batch_is_minus_log_of_the_number_of_classes():
+    # softmax rows [1/4, 3/4] and [3/4, 1/4]: batch mean [1/2, 1/2], sum p log10 p = log10(1/2)
+    logits = torch.tensor([[0.0, LN3], [LN3, 0.0]])
+    assert information_entropy_loss(logits, log_base=10).item() == pytest.approx(-0.30103, abs=1e-5)
+    assert information_entropy_loss(logits, log_base=None).item() == pytest.approx(-math.log(2), rel=1e-6)
+    assert information_entropy_loss(logits, log_base=2).item() == pytest.approx(-1.0, rel=1e-6)
+
+
+def test_information_entropy_of_an_unbalanced_batch():
+    # both rows [1/4, 3/4]: 1/4 log10 1/4 + 3/4 log10 3/4 = -0.150515 - 0.093704
+    logits = torch.tensor([[0.0, LN3], [0.0, LN3]])
+    assert information_entropy_loss(logits, log_base=10).item() == pytest.approx(-0.244219, abs=1e-6)
+
+
+def test_information_entropy_stays_finite_when_a_class_probability_underflows_to_zero():
+    logits = torch.tensor([[200.0, -200.0]], requires_grad=True)  # softmax [1, 0] exactly in float32
+    loss = information_entropy_loss(logits)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_student_loss_is_kl_teacher_to_student_and_never_reaches_the_teacher():
+    student = torch.tensor([[0.0, 0.0]], requires_grad=True)     # q = [1/2, 1/2]
+    teacher = torch.tensor([[0.0, LN3]], requires_grad=True)     # p = [1/4, 3/4]
+    loss = student_loss(student, teacher)
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)   # 0.130812
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0
+    # temperature 2: p = softmax([0, ln3 / 2]) = [1, sqrt 3] / (1 + sqrt 3), scaled by T^2 = 4
+    p1 = 1 / (1 + math.sqrt(3))
+    p2 = 1 - p1
+    expected_t2 = 4 * (p1 * math.log(p1 / 0.5) + p2 * math.log(p2 / 0.5))  # 0.145385
+    assert student_loss(student, teacher, temperature=2.0).item() == pytest.approx(expected_t2, rel=1e-5)
+
+
+def test_generator_loss_weights_the_three_terms():
+    logits = torch.tensor([[0.0, LN3], [LN4, 0.0]])
+    features = torch.tensor([[1.0, -2.0], [3.0, -4.0]])
+    total, terms = generator_loss(logits, features, oh=2.0, a=0.5, ie=3.0, log_base=10)
+    p = torch.tensor([(0.25 + 0.8) / 2, (0.75 + 0.2) / 2])
+    ie = float((p * p.log10()).sum())
+    oh = (-math.log(0.75) - math.log(0.8)) / 2
+    assert terms["oh"].item() == pytest.approx(oh, rel=1e-6)
+    assert terms["a"].item() == pytest.approx(-2.5)
+    assert terms["ie"].item() == pytest.approx(ie, rel=1e-5)
+    assert total.item() == pytest.approx(2 * oh + 0.5 * -2.5 + 3 * ie, rel=1e-5)
+    # entropy on other (e.g. globally gathered) logits: the balanced pair gives log10(1/2)
+    _, terms = generator_loss(logits, features, entropy_logits=torch.tensor([[0.0, LN3], [LN3, 0.0]]))
+    assert terms["ie"].item() == pytest.approx(-0.30103, abs=1e-5)
+
+
+def test_generator_shapes_size_and_output_normalization():
+    g = DAFLGenerator(latent_dim=100, image_size=32, channels=1)
+    # fc 100 -> 128*8*8 (+bias), BN 128, conv 128->128, BN 128, conv 128->64, BN 64, conv 64->1; last BN not affine
+    expected = (100 * 8192 + 8192) + 2 * 128 + (128 * 128 * 9 + 128) + 2 * 128 + (128 * 64 * 9 + 64) + 2 * 64 \
+        + (64 * 9 + 1)
+    assert sum(p.numel() for p in g.parameters()) == expected == 1_049_985
+    x = g(torch.randn(16, 100))
+    assert x.shape == (16, 1, 32, 32)
+    # the final non-affine BatchNorm standardizes the batch (train mode)
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert x.var(unbiased=False).item() == pytest.approx(1.0, abs=1e-2)
+    assert DAFLGenerator(latent_dim=8, image_size=28, channels=3, width=16)(torch.randn(4, 8)).shape == (4, 3, 28, 28)
+
+
+def test_generator_inner_bn_eps_option_reproduces_the_official_quirk():
+    official = DAFLGenerator(inner_bn_eps=0.8)
+    bns = [m for m in official.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [bn.eps for bn in bns] == [1e-5, 0.8, 0.8, 1e-5]   # only the two BNs after convolutions
+    assert [bn.affine for bn in bns] == [True, True, True, False]
+    assert all(bn.eps == 1e-5 for bn in DAFLGenerator().modules() if isinstance(bn, torch.nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DAFLGenerator(image_size=30)

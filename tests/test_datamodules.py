@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from data_files import write_cifar, write_image_folder, write_mnist
+
+from datamodules.digits import DigitsDataModule
+from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, ImageNetDataModule, MNISTDataModule
+from training.errors import ConfigError
+
+
+def first_batch(loader):
+    return next(iter(loader))
+
+
+def test_digits_split_is_stratified_deterministic_and_disjoint():
+    dm = DigitsDataModule(batch_size=32, holdout=180)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1437 - 180, 180, 360)
+    assert set(dm.train_set.indices).isdisjoint(dm.val_set.indices)
+    # stratified: each of the 10 classes has 18 validation images (180 / 10), give or take one
+    val_labels = dm.labels_of(dm.val_set.dataset)[dm.val_set.indices]
+    assert np.bincount(val_labels, minlength=10).min() >= 17
+    again = DigitsDataModule(batch_size=32, holdout=180)
+    again.setup()
+    assert again.val_set.indices == dm.val_set.indices
+    x, y = first_batch(dm.train_dataloader())
+    assert x.shape == (32, 1, 32, 32) and y.dtype == torch.long
+    # normalized with the training pool's statistics
+    pool = dm.train_set.dataset.tensors[0]
+    assert abs(pool.mean().item()) < 1e-4 and abs(pool.std().item() - 1) < 1e-3
+
+
+def test_digits_without_holdout_validates_on_test_set():
+    dm = DigitsDataModule(holdout=0)
+    dm.setup()
+    assert dm.val_set is dm.test_set and len(dm.train_set) == 1437
+
+
+def test_mnist_reads_idx_files_at_32x32(tmp_path):
+    write_mnist(tmp_path, n_train=40, n_test=20)
+    dm = MNISTDataModule(root=str(tmp_path), batch_size=8, holdout=10)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (30, 10, 20)
+    x, y = first_batch(dm.train_dataloader())
+    assert x.shape == (8, 1, 32, 32)
+    assert sorted(set(dm.train_labels().tolist())) == list(range(10))
+
+
+@pytest.mark.parametrize("module, classes", [(CIFAR10DataModule, 10), (CIFAR100DataModule, 100)])
+def test_cifar_reads_python_pickles(tmp_path, module, classes):
+    write_cifar(tmp_path, classes=classes, per_batch=20)
+    dm = module(root=str(tmp_path), batch_size=4)
+    dm.setup()
+    n_train = 100 if classes == 10 else 20
+    assert (len(dm.train_set), len(dm.test_set)) == (n_train, 20)
+    x, _ = first_batch(dm.train_dataloader())
+    assert x.shape == (4, 3, 32, 32)
+    # evaluation transform is deterministic, training transform (crop + flip) is not
+    assert torch.equal(dm.test_set[0][0], dm.test_set[0][0])
+
+
+def test_imagenet_image_folder_train_and_eval_transforms(tmp_path):
+    write_image_folder(tmp_path, classes=3, per_class=4, size=40)
+    dm = ImageNetDataModule(root=str(tmp_path), num_classes=3, image_size=32, batch_size=2, holdout=3)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (9, 3, 12)
+    x, y = first_batch(dm.train_dataloader())
+    assert x.shape == (2, 3, 32, 32)
+    x, y = first_batch(dm.test_dataloader())
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 0]
+    with pytest.raises(ConfigError, match="data.num_classes=1000"):
+        ImageNetDataModule(root=str(tmp_path), image_size=32).setup()
+
+
+@pytest.mark.parametrize("module, layout", [
+    (MNISTDataModule, "MNIST/raw"), (CIFAR10DataModule, "cifar-10-batches-py"),
+    (CIFAR100DataModule, "cifar-100-python"), (ImageNetDataModule, "train/<class>")])
+def test_missing_data_folder_names_data_root_and_layout(tmp_path, module, layout):
+    with pytest.raises(ConfigError) as error:
+        module(root=str(tmp_path / "nonexistent")).setup()
+    message = str(error.value)
+    assert "data.root=" in message and layout in message
+
+
+def test_shape_override_that_disagrees_is_an_error():
+    with pytest.raises(ConfigError, match="data.num_classes=100"):
+        DigitsDataModule(num_classes=100)

@@ -1,0 +1,121 @@
+"""The foundation end to end: teacher cache, resume, loggers, DDP on CPU, multirun, clear errors."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import FAST, ROOT, compose_config, run_cli, run_config
+from hydra.utils import instantiate
+from wandb_records import history, offline_runs
+
+from datamodules.digits import DigitsDataModule
+from networks.lenet import LeNet5
+from training.errors import ConfigError
+from training.teacher import build_teacher
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_digits_teacher_is_trained_once_cached_and_accurate(tmp_path, capsys):
+    cfg = compose_config(["teacher=digits_lenet5"], tmp_path)
+    teacher = instantiate(cfg.teacher)
+    assert Path(cfg.teacher.checkpoint).is_file()
+    dm = DigitsDataModule(holdout=180)
+    dm.setup()
+    x, y = dm.test_set.tensors
+    with torch.no_grad():
+        accuracy = (teacher(x).argmax(1) == y).float().mean().item()
+    assert accuracy >= 0.95
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    capsys.readouterr()
+    instantiate(cfg.teacher)  # second time: loaded from the cache, not trained again
+    assert "training" not in capsys.readouterr().out
+
+
+def test_mismatched_teacher_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "seven_classes.pt"
+    torch.save(LeNet5(num_classes=7).state_dict(), path)
+    with pytest.raises(ConfigError) as error:
+        build_teacher(LeNet5(num_classes=10), checkpoint=str(path))
+    assert "teacher.checkpoint=" in str(error.value) and "number of classes" in str(error.value)
+    with pytest.raises(ConfigError, match="no such file"):
+        build_teacher(LeNet5(), checkpoint=str(tmp_path / "missing.ckpt"))
+
+
+def test_resume_from_last_checkpoint_continues_at_next_epoch(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=2", *FAST], first)
+    last = first / "checkpoints" / "last.ckpt"
+    assert last.is_file() and not list(first.rglob("*.tmp"))
+    assert sorted({r["epoch"] for r in csv_rows(first) if r.get("val/acc")}) == ["0", "1"]
+    metrics = run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=3", f"ckpt_path={last}", *FAST], second)
+    assert sorted({r["epoch"] for r in csv_rows(second) if r.get("val/acc")}) == ["2"]
+    assert metrics["test/acc"] > 0.5
+    # a Lightning checkpoint of a supervised run is a valid teacher checkpoint
+    teacher = build_teacher(LeNet5(), checkpoint=str(last))
+    state = torch.load(last, weights_only=False)["state_dict"]
+    assert torch.equal(teacher.net.head[2].weight, state["net.head.2.weight"])
+
+
+def test_logs_params_and_flops(tmp_path):
+    run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=1", *FAST], tmp_path)
+    rows = csv_rows(tmp_path)
+    assert any(r.get("model/flops") == "416520" for r in rows)
+    assert any(r.get("model/params") == "61706" for r in rows)
+    assert (tmp_path / ".." / tmp_path.name / "csv" / "hparams.yaml").is_file()
+
+
+def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
+    proc = run_cli(["method=supervised", "model=lenet5", "logger=wandb", "module.optimizer.lr=0.001,0.003", "trainer.max_epochs=1", *FAST],
+                   tmp_path, multirun=True)
+    runs = offline_runs(tmp_path)
+    assert len(runs) == 2 and {r.parents[2].name for r in runs} == {"0", "1"}
+    for run_file in runs:
+        rows = history(run_file)
+        logged = {k for row in rows for k in row}
+        assert {"val/acc", "train/loss_epoch", "model/flops", "test/acc"} <= logged
+        assert max(row["val/acc"] for row in rows if "val/acc" in row) > 0.3
+    assert "wandb sync" in proc.stdout + proc.stderr
+
+
+def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
+    proc = run_cli(["method=supervised", "model=lenet5", "trainer=ddp_cpu", "trainer.max_epochs=2", "callbacks.progress_bar=null", "data.batch_size=32"],
+                   tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out
+    assert out.count("[done]") == 1
+    rows = [r for r in csv_rows(tmp_path) if r.get("val/acc")]
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # one row per epoch: rank 0 logs, metrics are synced
+    assert float(rows[-1]["val/acc"]) > 0.5
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_missing_dataset_is_one_clear_paragraph(tmp_path):
+    proc = run_cli(["method=supervised", "model=lenet5", "data=cifar10", "model=resnet20", "data.root=/nonexistent"], tmp_path,
+                   check=False)
+    assert proc.returncode == 1
+    assert "data.root=/nonexistent" in proc.stderr and "data.download=true" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_names_the_group_and_the_choices(tmp_path):
+    proc = run_cli(["method=supervised", "model=lenet5", "data=nosuch"], tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Could not find 'data/nosuch'" in proc.stderr and "digits" in proc.stderr
+
+
+def test_two_runs_started_together_get_their_own_folders(tmp_path):
+    cmd = [sys.executable, str(ROOT / "run.py"), "method=supervised", "model=lenet5", "train=false", "test=false", "logger=none", "callbacks=none"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = list((tmp_path / "logs" / "supervised" / "runs").iterdir())
+    assert len(runs) == 2
+    assert all((r / ".hydra" / "config.yaml").is_file() for r in runs)  # the composed config is saved
