@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from search.stage import search
+from search.stage import run_search
 from training.errors import find_config_error
 from training.loggers import finish_wandb
 
@@ -45,7 +45,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-STAGES = {"fit": fit, "search": search}
+STAGES = {"fit": fit, "search": run_search}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

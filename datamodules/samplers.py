@@ -11,18 +11,18 @@ same number of batches (the global sequence is truncated to a multiple of ``num_
 a rank that ran out). ``batch_size`` is the per-process batch size, as in a plain DataLoader.
 
 * ``RandomBatchSampler``: a random permutation cut into batches (incomplete last batch dropped).
-* ``ClassUniformBatchSampler`` (CUR, Peng et al. Sec. 3.4): each batch holds ``batch_size / k`` groups of ``k``
-  instances of one class. Each class is shuffled and cut into groups of ``k``; the groups are then ordered in
-  rounds (round j takes the j-th group of every class that still has one, classes in random order), so classes
-  are picked uniformly and every class appears in a batch a multiple of ``k`` times (exactly ``k`` times when the
-  batch lies inside one round). Instances left over when a class size is not a multiple of ``k`` are skipped
-  that epoch (a different remainder each epoch).
-* ``SuperclassUniformBatchSampler`` (SUR): CUR on superclasses, found by k-means (scikit-learn) on the teacher's
-  penultimate features of the training samples, one feature row per training sample. The features come from
-  the teacher, not from the datamodule: ``CCKDModule.setup`` computes them (one inference pass of the teacher
-  over the training set, every rank the same, no augmentation) and hands them to the sampler through
-  ``with_teacher_features``; see ``lightning_modules/cckd.py``. k-means is seeded with ``seed``, so every rank
-  finds the same superclasses.
+* ``ClassUniformBatchSampler`` (CUR, Peng et al. Sec. 3.4): each batch holds ``batch_size / k`` groups of
+  ``k`` instances of one class. Each class is shuffled and cut into groups of ``k``; the groups are then
+  ordered in rounds (round j takes the j-th group of every class that still has one, classes in random order),
+  so classes are picked uniformly and every class appears in a batch a multiple of ``k`` times (exactly ``k``
+  times when the batch lies inside one round). Instances left over when a class size is not a multiple of
+  ``k`` are skipped that epoch (a different remainder each epoch).
+* ``SuperclassUniformBatchSampler`` (SUR): CUR on superclasses, found by k-means (scikit-learn) on the
+  teacher's penultimate features of the training samples, one feature row per training sample. The features
+  come from the teacher, not from the datamodule: ``CCKDModule.setup`` computes them (one inference pass of
+  the teacher over the training set, no augmentation, every rank the same) and binds them to the datamodule's
+  ``batch_sampler`` partial before the training loader is built. k-means is seeded with ``seed``, so every
+  rank finds the same superclasses.
 """
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ class RankBatchSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "_EpochHook":
+        """Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler``,
+        never on the batch sampler itself: this is where it finds the hook."""
+        return _EpochHook(self)
+
     def num_global_batches(self) -> int:
         raise NotImplementedError
 
@@ -69,6 +75,14 @@ class RankBatchSampler(Sampler):
             yield batch.tolist()
 
 
+class _EpochHook:
+    def __init__(self, owner: RankBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class RandomBatchSampler(RankBatchSampler):
     """Uniformly random batches (the usual shuffled loader), rank-aware."""
 
@@ -83,11 +97,12 @@ class RandomBatchSampler(RankBatchSampler):
 class ClassUniformBatchSampler(RankBatchSampler):
     """CUR: classes picked uniformly, ``k`` instances of each picked class in a batch (paper: k = 2 or 4)."""
 
-    def __init__(self, labels, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0, k: int = 4):
+    def __init__(self, labels, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 k: int = 4):
         if k < 1 or batch_size % k:
             raise ConfigError(
-                f"data.batch_sampler.k={k}: the batch size data.batch_size={batch_size} must be a multiple of "
-                f"k (the number of instances per class in a batch); the paper uses k=2 or k=4.")
+                f"data.batch_sampler.k={k}: the batch size data.batch_size={batch_size} must be a multiple "
+                f"of k (the number of instances per class in a batch); the paper uses k=2 or k=4.")
         self.k = k
         super().__init__(labels, batch_size, num_replicas, rank, seed)
 
@@ -120,19 +135,19 @@ class SuperclassUniformBatchSampler(ClassUniformBatchSampler):
 
     needs_teacher_features = True
 
-    def __init__(self, labels, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0, k: int = 4,
-                 num_superclasses: int = 5, features=None):
+    def __init__(self, labels, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 k: int = 4, num_superclasses: int = 5, features=None):
         if features is None:
             raise ConfigError(
-                "data.batch_sampler: the SUR sampler needs the teacher's features of the training set to find "
-                "superclasses; it is filled in by method=cckd (CCKDModule). With another method use the CUR "
-                "sampler (data/batch_sampler=cur) or the random one.")
+                "data.batch_sampler: the SUR sampler needs the teacher's features of the training set to "
+                "find superclasses; method=cckd (CCKDModule) fills them in. With another method use "
+                "sampler=cur or sampler=random.")
         features = np.asarray(torch.as_tensor(features).detach().float().cpu())
         if len(features) != len(np.asarray(labels)):
             raise ValueError(f"{len(features)} feature rows for {len(labels)} training samples")
         if not 1 <= num_superclasses <= len(features):
-            raise ConfigError(f"data.batch_sampler.num_superclasses={num_superclasses}: choose between 1 and the "
-                              f"number of training samples ({len(features)}).")
+            raise ConfigError(f"data.batch_sampler.num_superclasses={num_superclasses}: choose between 1 and "
+                              f"the number of training samples ({len(features)}).")
         from sklearn.cluster import KMeans
 
         self.superclasses = KMeans(num_superclasses, n_init=4, random_state=seed).fit_predict(features)
@@ -140,10 +155,3 @@ class SuperclassUniformBatchSampler(ClassUniformBatchSampler):
 
     def group_labels(self) -> np.ndarray:
         return self.superclasses
-
-    @staticmethod
-    def with_teacher_features(batch_sampler, features):
-        """``batch_sampler`` (a partial of this class) with the teacher's training-set features bound."""
-        import functools
-
-        return functools.partial(batch_sampler, features=features)

@@ -1,6 +1,6 @@
 """CCKD (Peng et al., ICCV 2019): a student learns from a frozen teacher with
 
-    L = alpha * CE(student, y) + (1 - alpha) * KD_T(student, teacher) + beta * L_CC(embed_s(f_s), embed_t(f_t))
+    L = alpha * CE(student, y) + (1 - alpha) * KD_T(student, teacher) + beta * CC(embed_s(f_s), embed_t(f_t))
 
 ``method=kd`` is the same module with ``beta = 0`` (Hinton KD; no embeddings are built then).
 
@@ -8,23 +8,24 @@ Embeddings. ``f_s``/``f_t`` are the penultimate features (``net(x, return_featur
 ``loss.embed_dim`` set (128 by default, the common dimension of torchdistill's and RepDistiller's recipes) the
 student gets a trainable ``Linear(f_s dim, embed_dim)``; the teacher gets a bias-free ``Linear(f_t dim,
 embed_dim)`` that is **frozen by default** (``loss.train_teacher_embedding=false``), initialized
-(semi-)orthogonal. Why frozen: a trainable teacher embedding lets the optimizer make the *target* easy: it can
-collapse every teacher embedding onto one direction (C_t becomes constant) or, without normalization, to zero,
-and the CC term then vanishes without teaching the student anything (tests/test_cckd_module.py shows both).
-Frozen and orthogonal, the embedding is an isometry when ``embed_dim >= f_t dim`` (C_t is exactly the teacher's
-own feature correlation) and a random (Johnson-Lindenstrauss) projection otherwise, which preserves inner
-products approximately. The CC loss then compares against a fixed target and can only be lowered by the
-student reproducing the teacher's structure. torchdistill and RepDistiller train the teacher's linear layer:
-``loss.train_teacher_embedding=true`` reproduces them. ``loss.embed_dim=null`` uses the features as they are
-(their dimensions must then agree).
+(semi-)orthogonal. Why frozen: a trainable teacher embedding lets the optimizer move the *target*: it can
+collapse the teacher embeddings onto whatever the student produces (e.g. all equal, C_t constant), and the CC
+term then vanishes without teaching the student anything (tests/test_cckd_module.py shows it for the paper's
+and RepDistiller's forms). Frozen and orthogonal, the embedding is an isometry when ``embed_dim >= f_t dim``
+(C_t is exactly the teacher's own feature correlation) and a random (Johnson-Lindenstrauss) projection
+otherwise, which preserves inner products approximately. The CC loss then compares against a fixed target and
+can only be lowered by the student reproducing the teacher's structure. torchdistill and RepDistiller train
+the teacher's linear layer: ``loss.train_teacher_embedding=true`` reproduces them. ``loss.embed_dim=null``
+uses the features as they are (their dimensions must then agree).
 
-The teacher backbone never trains: it is a ``training.teacher.FrozenTeacher`` (no gradients, eval mode forever)
-and its forward pass runs under ``no_grad``.
+The teacher backbone never trains: it is a ``networks.teacher.FrozenTeacher`` (no gradients, eval mode
+forever) and its forward pass runs under ``no_grad``.
 
 SUR sampler: when the datamodule's ``batch_sampler`` is a SUR partial without features, ``setup`` computes the
 teacher's penultimate features of the training set (no augmentation, one pass, on the training device) and
 binds them to it before the training loader is built. See ``datamodules/samplers.py``.
 """
+import warnings
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Callable
@@ -69,8 +70,8 @@ class CCKDLossOptions:
             raise ConfigError(f"loss.alpha={options.alpha}: the cross-entropy weight must lie in [0, 1] "
                               f"(KD gets 1 - alpha).")
         if options.beta < 0 or options.temperature <= 0:
-            raise ConfigError(f"loss.beta={options.beta}, loss.temperature={options.temperature}: beta must be "
-                              f">= 0 and the temperature > 0.")
+            raise ConfigError(f"loss.beta={options.beta}, loss.temperature={options.temperature}: beta must "
+                              f"be >= 0 and the temperature > 0.")
         if options.kernel not in KERNELS:
             raise ConfigError(f"loss.kernel={options.kernel}: choose one of {', '.join(KERNELS)}.")
         if options.variant not in VARIANTS:
@@ -82,10 +83,13 @@ class CCKDModule(ClassifierModule):
     """Student ``net`` distilled from a frozen ``teacher`` with KD and correlation congruence."""
 
     def __init__(self, net: nn.Module, teacher: nn.Module, optimizer: Callable, loss=None,
-                 scheduler: Callable | None = None, label_smoothing: float = 0.0, scheduler_interval: str = "epoch",
+                 scheduler: Callable | None = None, label_smoothing: float = 0.0,
+                 scheduler_interval: str = "epoch",
                  heatmap_every_n_epochs: int = 5, log_teacher_accuracy: bool = True):
-        super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
-        self.save_hyperparameters(ignore=["net", "teacher"], logger=False)
+        with warnings.catch_warnings():  # the parent's save_hyperparameters sees `teacher`; replaced below
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
+        self.save_hyperparameters(ignore=["net", "teacher", "optimizer", "scheduler"], logger=False)
         if teacher is None:
             raise ConfigError("teacher: method=cckd/kd needs a teacher; choose one with teacher=... "
                               "(teacher=digits_lenet5, teacher=checkpoint, teacher=pretrained).")
@@ -100,8 +104,9 @@ class CCKDModule(ClassifierModule):
         s_dim, t_dim, dim = net.feature_dim, teacher.feature_dim, self.opts.embed_dim
         if dim is None:
             if s_dim != t_dim:
-                raise ConfigError(f"loss.embed_dim=null, but the student has {s_dim}-d and the teacher {t_dim}-d "
-                                  f"features: set loss.embed_dim (e.g. 128) to embed both to a common dimension.")
+                raise ConfigError(f"loss.embed_dim=null, but the student has {s_dim}-d and the teacher "
+                                  f"{t_dim}-d features: set loss.embed_dim (e.g. 128) to embed both to a "
+                                  f"common dimension.")
             return nn.Identity(), nn.Identity()
         student_embed = nn.Linear(s_dim, dim)
         teacher_embed = nn.Linear(t_dim, dim, bias=False)
@@ -131,12 +136,12 @@ class CCKDModule(ClassifierModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self.losses(x, y)
-        for name in ("loss", "loss_ce", "loss_kd", "loss_cc"):
-            if name in out:
-                self.log(f"train/{name}", out[name], on_step=True, on_epoch=True, prog_bar=name == "loss")
-        self.log_accuracy("train", out["logits"].detach(), y)
-        if self.log_teacher_accuracy:
-            self.log_accuracy("train", out["teacher_logits"], y, prefix="teacher_")
+        self.log("train/loss", out["loss"], on_step=True, on_epoch=True, prog_bar=True)
+        if batch_idx % self.trainer.log_every_n_steps == 0:  # each self.log costs ~1 ms on a CPU: terms every n
+            for name in ("loss_ce", "loss_kd", "loss_cc"):
+                if name in out:
+                    self.log(f"train/{name}", out[name], on_step=True, on_epoch=False)
+        self.log_accuracy("train", out["logits"].detach(), y)  # teacher accuracy: on val/test (it is fixed)
         if batch_idx == 0 and "emb_s" in out and self.heatmap_every_n_epochs and \
                 self.current_epoch % self.heatmap_every_n_epochs == 0 and self.trainer.is_global_zero:
             self.log_correlation_heatmap(out["emb_s"].detach(), out["emb_t"].detach(), y)
@@ -190,7 +195,7 @@ class CCKDModule(ClassifierModule):
 
     @torch.no_grad()
     def teacher_features(self, dm) -> torch.Tensor:
-        """The teacher's penultimate features of every training sample, in dataset order, without augmentation."""
+        """The teacher's penultimate features of every training sample, in dataset order, not augmented."""
         dm.setup("fit")
         dataset = dm.build(train=True, augment=False)
         if isinstance(dm.train_set, Subset):

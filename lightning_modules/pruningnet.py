@@ -3,8 +3,9 @@
 The encoding of step ``s`` is drawn from ``random.Random(encoding_seed, s)``: the whole batch and every DDP rank
 use the same one without communication, and a resumed run draws the same sequence. Validation and test run the
 PruningNet at full width; that accuracy is only a sanity signal (the official code notes that the PruningNet's
-own accuracy is low and meaningless for a random encoding): never early-stop on it. The search stage scores
-encodings properly, after BatchNorm recalibration.
+own accuracy is low and meaningless for a random encoding): never early-stop on it. BatchNorm uses each
+evaluation batch's statistics there, since the running ones mix all encodings. The search stage scores encodings
+properly, after BatchNorm recalibration.
 """
 import random
 
@@ -26,6 +27,10 @@ class PruningNetModule(ClassifierModule):
 
     def _full_width(self):
         self.net.set_encoding(self.net.full_encoding())
+        self.net.batch_statistics(True)
+
+    def on_train_epoch_start(self):
+        self.net.batch_statistics(False)
 
     def on_validation_epoch_start(self):
         self._full_width()

@@ -3,12 +3,12 @@
 The paper's loss compares the n x n sample-to-sample correlation matrices of a batch of teacher and student
 embeddings ``f_t, f_s`` (one row per sample, same dimension)::
 
-    C[i, j] = k(f_i, f_j)            L_CC = 1/n^2 * sum_ij (C_s[i, j] - C_t[i, j])^2   (= 1/n^2 ||C_s - C_t||_F^2)
+    C[i, j] = k(f_i, f_j)        L_CC = 1/n^2 * sum_ij (C_s[i, j] - C_t[i, j])^2  (= 1/n^2 ||C_s - C_t||_F^2)
 
 Kernels ``k`` (``kernel=``):
 
-* ``"rbf_taylor"`` (the paper's default): Gaussian RBF ``exp(-gamma ||x - y||^2)`` approximated, on L2-normalized
-  features where ``||x - y||^2 = 2 - 2 x.y``, by its Taylor series of order ``order`` (P)::
+* ``"rbf_taylor"`` (the paper's default): Gaussian RBF ``exp(-gamma ||x - y||^2)`` approximated, on
+  L2-normalized features where ``||x - y||^2 = 2 - 2 x.y``, by its Taylor series of order ``order`` (P)::
 
       k(x, y) = sum_{p=0..P} exp(-2 gamma) (2 gamma)^p / p! * (x.y)^p          (paper: gamma 0.4, P 2)
 
@@ -39,7 +39,7 @@ VARIANTS = ("paper", "torchdistill", "repdistiller")
 
 def correlation_matrix(features: torch.Tensor, kernel: str = "rbf_taylor", gamma: float = 0.4,
                        order: int = 2) -> torch.Tensor:
-    """The (n, n) matrix ``k(f_i, f_j)`` of a batch of features (n, d). Normalize first where the kernel needs it."""
+    """The (n, n) matrix ``k(f_i, f_j)`` of a batch of features (n, d), taken as given (not normalized)."""
     if kernel == "bilinear":
         return features @ features.t()
     if kernel == "rbf_taylor":
@@ -62,7 +62,7 @@ def correlation_matrix(features: torch.Tensor, kernel: str = "rbf_taylor", gamma
 def correlation_congruence_loss(student: torch.Tensor, teacher: torch.Tensor, kernel: str = "rbf_taylor",
                                 gamma: float = 0.4, order: int = 2, normalize: bool = True,
                                 variant: str = "paper") -> torch.Tensor:
-    """CC loss between student and teacher embeddings, both (n, d). See the module docstring for the options."""
+    """CC loss between student and teacher embeddings, both (n, d); options: see the module docstring."""
     if student.shape != teacher.shape:
         raise ValueError(f"student embeddings {tuple(student.shape)} and teacher embeddings "
                          f"{tuple(teacher.shape)} must have the same shape (set loss.embed_dim)")
@@ -74,7 +74,8 @@ def correlation_congruence_loss(student: torch.Tensor, teacher: torch.Tensor, ke
         delta = (student - teacher).abs()
         return (delta[:-1] * delta[1:]).sum(dim=1).mean()
     n = student.shape[0]
-    diff = correlation_matrix(student, kernel, gamma, order) - correlation_matrix(teacher, kernel, gamma, order)
+    c_s = correlation_matrix(student, kernel, gamma, order)
+    diff = c_s - correlation_matrix(teacher, kernel, gamma, order)
     if variant == "torchdistill":
         return torch.linalg.matrix_norm(diff) / n**2
     return diff.pow(2).sum() / n**2

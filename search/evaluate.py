@@ -6,7 +6,8 @@ The BN statistics are a cumulative average over the calibration batches (momentu
 not depend on how many candidates were scored before. Under DDP each rank scores a slice of the population
 and the accuracies are gathered.
 """
-from typing import Sequence
+import itertools
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -14,8 +15,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def _take(batches: Iterable, limit: int | None) -> Iterable:
+    return batches if not limit else itertools.islice(batches, limit)
+
+
 @torch.no_grad()
-def recalibrate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+def recalibrate_bn(net: nn.Module, batches: Iterable, device="cpu") -> None:
+    """Recompute every BatchNorm's running statistics over ``batches`` (images, or (images, labels) pairs)."""
     bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
@@ -24,18 +30,19 @@ def recalibrate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
     was_training = net.training
     net.train()
     for x in batches:
-        net(x)
+        net((x[0] if isinstance(x, (tuple, list)) else x).to(device))
     net.train(was_training)
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
 
 
 @torch.no_grad()
-def top1(net: nn.Module, batches: Sequence[tuple]) -> float:
+def top1(net: nn.Module, batches: Iterable, device="cpu") -> float:
     was_training = net.training
     net.eval()
     correct = total = 0
-    for x, y in batches:
+    for x, y, *_ in batches:
+        x, y = x.to(device), y.to(device)
         correct += (net(x).argmax(1) == y).sum().item()
         total += len(y)
     net.train(was_training)
@@ -43,17 +50,22 @@ def top1(net: nn.Module, batches: Sequence[tuple]) -> float:
 
 
 class CandidateEvaluator:
-    """``evaluator(encodings) -> accuracies`` for a PruningNet; splits the work across DDP ranks when running."""
+    """``evaluator(encodings) -> accuracies`` for a PruningNet; splits the work across DDP ranks when running.
 
-    def __init__(self, pruningnet, calib_batches, val_batches, device="cpu"):
+    ``calib`` and ``val`` are re-iterable (lists or DataLoaders) yielding the same batches every time; batches are
+    moved to ``device`` one at a time, so ImageNet-sized splits stream from their loaders.
+    """
+
+    def __init__(self, pruningnet, calib, val, device="cpu", calib_batches: int | None = None,
+                 val_batches: int | None = None):
         self.net = pruningnet.to(device)
-        self.calib = [x.to(device) for x in calib_batches]
-        self.val = [(x.to(device), y.to(device)) for x, y in val_batches]
+        self.calib, self.val, self.device = calib, val, device
+        self.calib_batches, self.val_batches = calib_batches, val_batches
 
     def score(self, encoding) -> float:
         self.net.set_encoding(encoding)
-        recalibrate_bn(self.net, self.calib)
-        return top1(self.net, self.val)
+        recalibrate_bn(self.net, _take(self.calib, self.calib_batches), self.device)
+        return top1(self.net, _take(self.val, self.val_batches), self.device)
 
     def __call__(self, encodings: list) -> list[float]:
         distributed = dist.is_available() and dist.is_initialized()

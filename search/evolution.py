@@ -193,7 +193,7 @@ class EvolutionarySearch:
             if not self.population:
                 raise ConfigError("search.max_flops/min_flops/max_params: not one random encoding in "
                                   f"{200 * self.cfg.population} tries met the budget; widen it.")
-        while self.generation < self.cfg.generations:
+        while self.generation < self.cfg.generations and self.population:   # empty: the space is exhausted
             g = self.generation
             todo = [e for e in self.population if e not in self.evaluated]
             for encoding, acc in zip(todo, self.evaluate([list(e) for e in todo])):

@@ -71,24 +71,13 @@ def uniform_encoding(net, budget: Budget) -> list:
     return [0] * net.num_genes
 
 
-def calibration_batches(datamodule, s: DictConfig, seed: int) -> list:
-    loader = torch.utils.data.DataLoader(datamodule.train_set, batch_size=s.calib_batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed), drop_last=False)
-    batches = []
-    for x, _ in loader:
-        batches.append(x)
-        if len(batches) == s.calib_batches:
-            break
-    return batches
-
-
-def validation_batches(datamodule, s: DictConfig) -> list:
-    batches = []
-    for batch in datamodule.val_dataloader():
-        batches.append(batch[:2])
-        if s.get("val_batches") and len(batches) == s.val_batches:
-            break
-    return batches
+def calibration_loader(datamodule, s: DictConfig, seed: int):
+    """A fixed random subset of the training split (the same batches for every candidate), streamed in order."""
+    train = datamodule.train_set
+    size = min(len(train), s.calib_batches * s.calib_batch_size)
+    indices = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(train, indices), batch_size=s.calib_batch_size,
+                                       num_workers=datamodule.num_workers, pin_memory=datamodule.pin_memory)
 
 
 def scatter_figure(records, uniform, budget: Budget, title: str):
@@ -121,7 +110,7 @@ def describe(record, net, full_flops) -> dict:
                                                                       if "generation" in record else {})}
 
 
-def search(cfg: DictConfig) -> dict[str, float]:
+def run_search(cfg: DictConfig) -> dict[str, float]:
     s = cfg.search
     t = cfg.trainer
     fabric = L.Fabric(accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1),
@@ -135,8 +124,8 @@ def search(cfg: DictConfig) -> dict[str, float]:
     net = load_pruningnet(cfg)
     input_shape = tuple(datamodule.input_shape)
     budget, full_flops, full_params = budget_for(net, input_shape, s)
-    evaluator = CandidateEvaluator(net, calibration_batches(datamodule, s, cfg.seed),
-                                   validation_batches(datamodule, s), fabric.device)
+    evaluator = CandidateEvaluator(net, calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader(),
+                                   fabric.device, val_batches=s.get("val_batches"))
     output_dir = Path(cfg.paths.output_dir)
     loggers = []
     if fabric.global_rank == 0:

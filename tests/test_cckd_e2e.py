@@ -1,5 +1,5 @@
-"""CCKD end to end: the digits default learns, logs every term and the heatmap, SUR runs, DDP on 2 CPU processes,
-Hydra sweeps (one run per job), clear errors."""
+"""CCKD end to end: the digits default learns, logs every term and the heatmap, SUR runs, DDP on 2 CPU
+processes, Hydra sweeps (one run per job), clear errors."""
 import csv
 from pathlib import Path
 
@@ -7,7 +7,9 @@ import pytest
 import yaml
 from helpers import FAST, run_cli, run_config
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", *FAST]
+from training.errors import find_config_error
+
+TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *FAST]
 
 
 def metrics_columns(run_dir: Path) -> set[str]:
@@ -21,15 +23,15 @@ def test_cckd_digits_student_learns(tmp_path):
     assert metrics["test/acc"] >= 0.90
     assert metrics["test/teacher_acc"] >= 0.90
     logged = metrics_columns(tmp_path)
-    assert {"train/loss_ce_epoch", "train/loss_kd_epoch", "train/loss_cc_epoch", "train/acc",
-            "train/teacher_acc", "val/acc_top5", "val/teacher_acc", "val/teacher_acc_top5",
+    assert {"train/loss_ce", "train/loss_kd", "train/loss_cc", "train/loss_epoch", "train/acc",
+            "val/acc_top5", "val/teacher_acc", "val/teacher_acc_top5",
             "test/teacher_acc_top5"} <= logged
     heatmaps = sorted((tmp_path / "csv" / "images").glob("train_correlation_*.png"))
     assert len(heatmaps) == 2  # epochs 0 and 3
 
 
 def test_sur_sampler_gets_teacher_features(tmp_path):
-    metrics = run_config(["sampler=sur", "sampler.num_superclasses=4", *TINY], tmp_path)
+    metrics = run_config(["sampler=sur", "data.batch_sampler.num_superclasses=4", *TINY], tmp_path)
     assert "test/acc" in metrics
 
 
@@ -51,12 +53,20 @@ def test_sweep_each_job_is_its_own_run(tmp_path):
     assert betas == [0.5, 2.0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["method=cckd", "data=imagenet", "data.root=/missing"], "data.root"),
-    (["method=cckd", "loss.kernel=cosine"], "loss.kernel"),
-    (["method=cckd", "data.batch_size=30"], "data.batch_sampler.k"),
-])
-def test_bad_input_fails_clearly(tmp_path, args, message):
-    proc = run_cli([*args, *TINY], tmp_path / "run", check=False, timeout=300)
+def test_missing_dataset_fails_clearly(tmp_path):
+    args = ["method=cckd", "data=imagenet", "data.root=/missing", *TINY]
+    proc = run_cli(args, tmp_path / "run", check=False, timeout=300)
     assert proc.returncode == 1
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "data.root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["loss.kernel=cosine"], "loss.kernel"),
+    (["data.batch_size=30"], "data.batch_sampler.k"),
+    (["method=supervised", "+sampler=sur"], "SUR sampler needs the teacher"),
+])
+def test_bad_options_raise_config_errors(tmp_path, args, message):
+    with pytest.raises(Exception) as info:
+        run_config([*args, *TINY], tmp_path)
+    error = find_config_error(info.value)
+    assert error is not None and message in str(error)

@@ -40,10 +40,11 @@ T = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     ("bilinear", 2 * 1.0**2 / 4),                               # off-diagonals 0 vs 1
     ("rbf_taylor", 2 * (E * (1 + 0.8 + 0.32) - E) ** 2 / 4),    # k(1) = e^-.8 (1 + .8 + .32), k(0) = e^-.8
     ("rbf", 2 * (1 - E) ** 2 / 4),                              # ||x-y||^2 = 2 -> exp(-0.8); same -> 1
-    ("mmd", 0.0),                                               # both rows have feature mean 1/2 (S) or 1/2 (T)
+    ("mmd", 0.0),                                               # every row has feature mean 1/2
 ])
 def test_cc_kernels_hand_computed(kernel, expected):
-    assert correlation_congruence_loss(S, T, kernel=kernel).item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    loss = correlation_congruence_loss(S, T, kernel=kernel).item()
+    assert loss == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
 def test_cc_normalization_and_mmd_kernel():
@@ -70,7 +71,8 @@ def test_taylor_series_approaches_exact_rbf():
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(32, 16), dim=1)
     exact = correlation_matrix(x, "rbf", gamma=0.4)
-    errors = [(correlation_matrix(x, "rbf_taylor", 0.4, order=p) - exact).abs().max().item() for p in range(8)]
+    errors = [(correlation_matrix(x, "rbf_taylor", 0.4, order=p) - exact).abs().max().item()
+              for p in range(8)]
     assert all(a > b for a, b in zip(errors, errors[1:]))
     # The remainder is bounded by exp(-2g) sum_{p > P} (2g)^p / p! (|x.y| <= 1).
     for p, err in enumerate(errors):

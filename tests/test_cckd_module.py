@@ -56,7 +56,8 @@ def test_kd_is_the_same_module_without_embeddings():
     assert module.student_embed is None and module.teacher_embed is None
     out = module.losses(*batch())
     assert "loss_cc" not in out
-    assert out["loss"].item() == pytest.approx(0.1 * out["loss_ce"].item() + 0.9 * out["loss_kd"].item(), rel=1e-6)
+    expected = 0.1 * out["loss_ce"].item() + 0.9 * out["loss_kd"].item()
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_total_loss_is_the_weighted_sum():
@@ -67,7 +68,7 @@ def test_total_loss_is_the_weighted_sum():
 
 
 def test_frozen_orthogonal_teacher_embedding_keeps_teacher_correlations():
-    # embed_dim (128) >= teacher features (120): the frozen embedding is an isometry, C_t is the teacher's own.
+    # embed_dim 128 >= teacher features 120: the frozen embedding is an isometry, C_t is the teacher's own.
     module = make_module(kernel="bilinear")
     feats = torch.randn(8, 120)
     emb = module.teacher_embed(feats)
@@ -105,12 +106,13 @@ def test_cc_cannot_be_zeroed_by_collapse_with_frozen_teacher_embedding():
 
 @pytest.mark.parametrize("variant, normalize", [("repdistiller", False), ("paper", True)])
 @pytest.mark.parametrize("train_teacher_embedding", [False, True])
-def test_degenerate_student_zeroes_cc_only_if_teacher_embedding_trains(variant, normalize, train_teacher_embedding):
+def test_degenerate_student_zeroes_cc_only_if_teacher_embedding_trains(variant, normalize,
+                                                                       train_teacher_embedding):
     # A student that learned nothing (the same features for every sample). With the default frozen teacher
     # embedding its CC stays high. If the teacher embedding trains (torchdistill, RepDistiller), the optimizer
-    # collapses the teacher embeddings onto the student's and CC goes to ~0 without the student learning a thing.
-    module = make_module(train_teacher_embedding=train_teacher_embedding, variant=variant, normalize=normalize,
-                         embed_dim=8)
+    # collapses the teacher embeddings onto the student's: CC goes to ~0 and the student learned nothing.
+    module = make_module(train_teacher_embedding=train_teacher_embedding, variant=variant,
+                         normalize=normalize, embed_dim=8)
     torch.manual_seed(3)
     fs, ft = torch.randn(1, 60).expand(32, 60), torch.randn(32, 120)
     spread_before = module.teacher_embed(ft).std(dim=0).mean().item()

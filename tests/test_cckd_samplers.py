@@ -28,8 +28,8 @@ def test_cur_k_instances_of_each_sampled_class(k):
 
 
 def test_cur_classes_picked_uniformly():
-    # k=2, 10 groups per batch: a round (one group of every class) is exactly one batch. The smallest class has
-    # 23 samples = 11 groups, so the first 11 batches hold every class exactly twice, whatever its size.
+    # k=2, 10 groups per batch: a round (one group of every class) is exactly one batch. The smallest class
+    # has 23 samples = 11 groups, so the first 11 batches hold every class exactly twice, whatever its size.
     sampler = ClassUniformBatchSampler(LABELS, batch_size=20, k=2, seed=3)
     batches = list(sampler)
     for batch in batches[:11]:
@@ -51,6 +51,15 @@ def test_ranks_disjoint_and_equal_length(cls, kwargs, world):
     assert all(len(batch) == 16 for batches in per_rank for batch in batches)
 
 
+def test_lightning_sets_the_epoch():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = ClassUniformBatchSampler(LABELS, 16, k=4)
+    _set_sampler_epoch(DataLoader(range(len(LABELS)), batch_sampler=sampler), 3)  # what the fit loop calls
+    assert sampler.epoch == 3
+
+
 def test_epochs_differ_and_are_reproducible():
     a = RandomBatchSampler(LABELS, 16, seed=5)
     first = list(a)
@@ -69,7 +78,8 @@ def test_sur_groups_by_teacher_feature_clusters():
     # Two well-separated blobs of features; the labels (10 classes) say nothing about them.
     blob = (np.arange(len(LABELS)) % 2).astype(np.float32)
     features = np.stack([blob * 10, -blob * 10], 1) + rng.normal(0, 0.1, (len(LABELS), 2))
-    per_rank = ranks(SuperclassUniformBatchSampler, 2, batch_size=8, k=4, num_superclasses=2, features=features)
+    per_rank = ranks(SuperclassUniformBatchSampler, 2, batch_size=8, k=4, num_superclasses=2,
+                     features=features)
     assert len(per_rank[0]) == len(per_rank[1]) > 0
     for batch in per_rank[0] + per_rank[1]:
         counts = Counter(blob[batch].tolist())

@@ -54,13 +54,17 @@ class ChoiceBatchNorm2d(nn.ModuleList):
 
     def __init__(self, widths: Sequence[int]):
         super().__init__(nn.BatchNorm2d(w, affine=False) for w in widths)
+        self.batch_statistics = False   # eval mode normalizes with the batch's statistics (PruningNet.batch_statistics)
 
     @classmethod
     def for_base(cls, base: int) -> "ChoiceBatchNorm2d":
         return cls([width(base, c) for c in range(NUM_CHOICES)])
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
-        return self[choice](x)
+        bn = self[choice]
+        if self.batch_statistics and not self.training:
+            return F.batch_norm(x, None, None, training=True, eps=bn.eps)
+        return bn(x)
 
 
 def ratios_tensor(choices: Sequence[int], like: torch.Tensor) -> torch.Tensor:
@@ -104,6 +108,17 @@ class PruningNet(nn.Module):
 
     def set_encoding(self, encoding: Sequence[int]) -> None:
         self.encoding = self.check_encoding(encoding)
+
+    def batch_statistics(self, enabled: bool) -> None:
+        """In eval mode, normalize with each batch's statistics instead of the running ones.
+
+        The running statistics of a choice are averaged over every encoding that used it, so they fit no single
+        network; the search recalibrates them per candidate. For a quick accuracy of one encoding (validation
+        during PruningNet training) the batch statistics are the honest alternative.
+        """
+        for m in self.modules():
+            if isinstance(m, ChoiceBatchNorm2d):
+                m.batch_statistics = enabled
 
     def narrow(self, encoding: Sequence[int]) -> nn.Module:
         """The ordinary narrow network (plain convs, affine BN) of ``encoding``."""

@@ -15,7 +15,7 @@ from networks.pruningnet.meta import (MAX_CHOICE, ChoiceBatchNorm2d, MetaConv2d,
 
 IMAGENET = dict(stem_width=32, stem_stride=2, widths=(64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024),
                 strides=(1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1))
-SMALL = dict(stem_width=16, stem_stride=1, widths=(32, 64, 64, 128, 128, 256), strides=(1, 2, 1, 2, 1, 2))
+SMALL = dict(stem_width=16, stem_stride=2, widths=(32, 64, 64, 128, 128), strides=(1, 2, 1, 2, 1))   # 32x32 inputs
 
 
 def layer_widths(stem_width, widths, **_):

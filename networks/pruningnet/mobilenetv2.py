@@ -18,9 +18,9 @@ from networks.pruningnet.meta import (ChoiceBatchNorm2d, MetaConv2d, NarrowNet, 
 IMAGENET = dict(stem_width=44, stem_stride=2, stage_widths=(22, 33, 44, 88, 132, 224, 448),
                 stage_repeats=(1, 2, 3, 4, 3, 3, 1), stage_strides=(1, 2, 2, 2, 1, 2, 1), expand=6,
                 last_channels=1280)
-# 32x32 inputs (digits, CIFAR): stride-1 stem, three downsamplings, fewer and narrower blocks.
-SMALL = dict(stem_width=16, stem_stride=1, stage_widths=(8, 12, 16, 24, 32), stage_repeats=(1, 2, 2, 2, 1),
-             stage_strides=(1, 2, 2, 2, 1), expand=6, last_channels=256)
+# 32x32 inputs (digits, CIFAR): fewer and narrower blocks, 32 -> 4 pixels.
+SMALL = dict(stem_width=16, stem_stride=2, stage_widths=(8, 16, 24, 32), stage_repeats=(1, 2, 2, 1),
+             stage_strides=(1, 2, 2, 1), expand=6, last_channels=128)
 
 
 @dataclass

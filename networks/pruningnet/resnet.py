@@ -15,8 +15,8 @@ from networks.pruningnet.meta import (MAX_CHOICE, ChoiceBatchNorm2d, MetaConv2d,
 
 IMAGENET = dict(stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True, stage_widths=(256, 512, 1024, 2048),
                 stage_repeats=(3, 4, 6, 3), stage_strides=(1, 2, 2, 2))
-SMALL = dict(stem_width=16, stem_kernel=3, stem_stride=1, stem_pool=False, stage_widths=(32, 64, 128, 256),
-             stage_repeats=(1, 1, 1, 1), stage_strides=(1, 2, 2, 2))
+SMALL = dict(stem_width=16, stem_kernel=3, stem_stride=2, stem_pool=False, stage_widths=(32, 64, 128, 256),
+             stage_repeats=(1, 1, 1, 1), stage_strides=(1, 2, 2, 1))   # 32x32 inputs
 FIXED = None   # gene id of the last stage's output: always full width
 
 

@@ -1,0 +1,112 @@
+"""MetaPruning benchmarks; every number is a ratio to, or a rate next to, a baseline measured in the same run.
+
+1. PruningNet training step (generate + crop weights, choice BN) vs the same network as an ordinary fixed
+   network, both at full width: time ratio (goal <= 1.5) and peak memory of each (own process each).
+2. Candidates scored per minute on digits (BN recalibration + held-out top-1), the search's inner loop.
+
+    python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]
+"""
+import argparse
+import multiprocessing as mp
+import random
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build(arch, size, pruning, device):
+    from networks.pruningnet import build_pruningnet
+
+    shape = (1, 32, 32) if size == "small" else (3, 224, 224)
+    classes = 10 if size == "small" else 1000
+    net = build_pruningnet(arch, size, num_classes=classes, in_channels=shape[0])
+    if not pruning:
+        net = net.narrow(net.full_encoding())
+    return net.to(device), shape, classes
+
+
+def train_steps(arch, size, pruning, batch, steps, device, threads, queue):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # the process before the network exists
+    net, shape, classes = build(arch, size, pruning, device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
+    times = []
+    for step in range(steps + 2):
+        if pruning:
+            net.set_encoding(net.full_encoding())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+    queue.put((sorted(times[2:])[len(times[2:]) // 2], peak))   # median, after two warm-up steps
+
+
+def isolated(*args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=train_steps, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def candidates_per_minute(arch, seconds, threads):
+    from datamodules.digits import DigitsDataModule
+    from networks.pruningnet import build_pruningnet
+    from search.evaluate import CandidateEvaluator
+
+    torch.set_num_threads(threads)
+    dm = DigitsDataModule(batch_size=128, holdout=180)
+    dm.setup()
+    net = build_pruningnet(arch, "small", 10, 1)
+    calib = [x for x, _ in torch.utils.data.DataLoader(dm.train_set, batch_size=128)][:4]   # the digits recipe
+    evaluator = CandidateEvaluator(net, calib, dm.val_dataloader())
+    rng, count, start = random.Random(0), 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        evaluator([net.random_encoding(rng)])
+        count += 1
+    return 60 * count / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", nargs="+", default=["mobilenetv2", "mobilenetv1", "resnet"])
+    parser.add_argument("--size", default="small", choices=["small", "imagenet"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--search-seconds", type=float, default=20)
+    args = parser.parse_args()
+    print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}")
+    print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* | PruningNet peak MB* |")
+    print("|---|---|---|---|---|---|")
+    for arch in args.arch:
+        fixed, fixed_mem = isolated(arch, args.size, False, args.batch, args.steps, args.device, args.threads)
+        meta, meta_mem = isolated(arch, args.size, True, args.batch, args.steps, args.device, args.threads)
+        print(f"| {arch} | {1e3 * fixed:.1f} | {1e3 * meta:.1f} | {meta / fixed:.2f} | {fixed_mem / 2**20:.0f} | "
+              f"{meta_mem / 2**20:.0f} |", flush=True)
+    print("*peak memory of the training steps: CUDA max allocated, or on CPU the growth of the process's max RSS")
+    if args.search_seconds > 0:
+        for arch in args.arch:
+            rate = candidates_per_minute(arch, args.search_seconds, args.threads)
+            print(f"search on digits ({arch} small, 4x128 calibration images, 180 held-out): "
+                  f"{rate:.0f} candidates/minute", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""DAFL (Chen et al., "Data-Free Learning of Student Networks", ICCV 2019): a generator learns to produce
+images the frozen teacher finds class-like (one-hot, activation and information-entropy terms, losses/dafl.py),
+and the student ``net`` learns to match the teacher on them. Real data is used only to evaluate the student.
+
+One iteration, as the official code runs it: draw z, x = G(z); L_G on T(x); L_S = KD(S(x.detach()), T(x));
+one backward of L_G + L_S, then the generator optimizer steps and the student optimizer steps. The student
+sees a detached batch and the teacher is frozen, so L_G only reaches G's parameters and L_S only S's: this is
+exactly "a generator step, then a student step on the same generated batch", in one backward, which also
+keeps DDP happy (every trained parameter gets a gradient in the one backward: no unused parameters).
+
+Noise. z of iteration i on rank r comes from its own ``torch.Generator`` seeded by (noise_seed, r, i):
+ranks draw different noise (Lightning seeds every rank alike) and a resumed run draws exactly the noise the
+uninterrupted run would have drawn. ``noise_seed=null`` takes the run's seed (``seed=``).
+
+DDP. ``batch_size`` is per rank (the official single-GPU recipes: 512 MNIST, 1024 CIFAR; with N ranks the
+global batch is N x batch_size). Gradients are averaged by DDP. ``loss.global_ie=true`` computes the
+information-entropy term on the global batch: the teacher's logits are all-gathered with gradient, so the
+class balance is enforced across ranks rather than per rank (the per-rank default is what a single-GPU run of
+the same per-rank batch does). On one process both are the same.
+
+Safety. A generated batch whose images are (nearly) identical is a collapsed generator: ``train/diversity``
+(mean over pixels of the standard deviation across the batch; 0 for identical images) is logged every
+iteration and a warning is printed when its epoch mean falls below ``collapse_threshold``. A NaN/inf loss
+stops the run before any optimizer steps on it, with a message naming the settings to change; the last
+checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
+"""
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torchvision.utils import make_grid
+
+from lightning_modules.classifier import ClassifierModule
+from losses.dafl import generator_loss, student_loss
+from networks.teacher import FrozenTeacher
+from training.errors import ConfigError
+from training.images import log_image
+
+
+@dataclass
+class DAFLLossOptions:
+    """The ``loss`` config group of method=dafl (conf/loss/dafl*.yaml)."""
+
+    oh: float = 1.0                 # one-hot term weight
+    a: float = 0.1                  # activation term weight
+    ie: float = 5.0                 # information-entropy term weight
+    log_base: float | None = 10.0   # base of the entropy's log: 10 (official code) or null (natural, paper)
+    temperature: float = 1.0        # student KD temperature
+    global_ie: bool = False         # information entropy on the batch gathered over all DDP ranks
+
+    @classmethod
+    def from_config(cls, loss) -> "DAFLLossOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(loss or {}) - known)
+        if unknown:
+            raise ConfigError(f"loss.{unknown[0]} is not an option of method=dafl; the loss group takes "
+                              f"{', '.join(sorted(known))} (see conf/loss/dafl.yaml). Did you mean loss=dafl?")
+        options = cls(**dict(loss or {}))
+        if options.temperature <= 0 or (options.log_base is not None and options.log_base <= 1):
+            raise ConfigError(f"loss.temperature={options.temperature}, loss.log_base={options.log_base}: the "
+                              f"temperature must be > 0 and the log base > 1 (or null for the natural log).")
+        return options
+
+
+class TrainingDiverged(ConfigError):
+    """A loss became NaN/inf: the run stops, the last checkpoint is kept."""
+
+
+class GeneratorThenStudentModule(ClassifierModule):
+    """DAFL: ``generator`` trained against the frozen ``teacher``; the student ``net`` distilled on its images.
+
+    optimizer / scheduler: the student's (``_partial_``); generator_optimizer: the generator's.
+    batch_size: generated images per iteration and rank. image_every_n_epochs: a grid of ``num_images``
+    generated images (fixed noise) is logged as ``train/generated`` every that many epochs (0: never).
+    """
+
+    def __init__(self, net: nn.Module, teacher: nn.Module, generator: nn.Module, optimizer: Callable,
+                 generator_optimizer: Callable, loss=None, scheduler: Callable | None = None,
+                 scheduler_interval: str = "epoch", batch_size: int = 512, noise_seed: int | None = None,
+                 image_every_n_epochs: int = 1, num_images: int = 64, collapse_threshold: float = 0.05,
+                 log_teacher_accuracy: bool = True):
+        with warnings.catch_warnings():  # the parent's save_hyperparameters sees teacher/generator: ignored below
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            super().__init__(net, optimizer, scheduler, 0.0, scheduler_interval)
+        # Only plain values in the checkpoint's hyper_parameters: Lightning resumes with torch.load(weights_only=True),
+        # which refuses pickled partials (the optimizer factories) and DictConfigs.
+        self.save_hyperparameters(ignore=["net", "teacher", "generator", "optimizer", "generator_optimizer",
+                                          "scheduler", "loss"], logger=False)
+        if teacher is None:
+            raise ConfigError("teacher: method=dafl needs a trained teacher; choose one with teacher=... "
+                              "(teacher=digits_lenet5, teacher=checkpoint teacher.checkpoint=<file>).")
+        if batch_size < 2:
+            raise ConfigError(f"module.batch_size={batch_size}: the generator's BatchNorm and the entropy term "
+                              f"need batches of at least 2 images (official: 512 MNIST, 1024 CIFAR).")
+        self.automatic_optimization = False
+        # eval mode for good (FrozenTeacher ignores .train()); gradients still reach the generated images
+        self.teacher = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
+        self.generator = generator
+        self.generator_optimizer_factory = generator_optimizer
+        self.opts = DAFLLossOptions.from_config(loss)
+        self.hparams["loss"] = asdict(self.opts)
+        self.batch_size, self.noise_seed = batch_size, noise_seed
+        self.image_every_n_epochs, self.num_images = image_every_n_epochs, num_images
+        self.collapse_threshold, self.log_teacher_accuracy = collapse_threshold, log_teacher_accuracy
+        self._diversity_sum, self._diversity_count = 0.0, 0
+
+    # -- noise ----------------------------------------------------------------------------------------------
+    def base_noise_seed(self) -> int:
+        if self.noise_seed is None:  # resolved once, at fit start, from the run's seed; stored in checkpoints
+            self.noise_seed = int(torch.initial_seed()) % 2**31
+        return self.noise_seed
+
+    def noise(self, iteration: int, rank: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """The latent codes of ``iteration`` on ``rank`` (default: this process's), reproducibly."""
+        rank = self.global_rank if rank is None else rank
+        seed = (self.base_noise_seed() * 1_000_003 + (rank + 1) * 7_919 + iteration * 104_729) % 2**63
+        rng = torch.Generator(device=self.device).manual_seed(seed)
+        return torch.randn(batch_size or self.batch_size, self.generator.latent_dim, generator=rng,
+                           device=self.device)
+
+    # -- one iteration ----------------------------------------------------------------------------------------
+    def losses(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of one DAFL iteration on the latent codes ``z``."""
+        opts = self.opts
+        images = self.generator(z)
+        t_logits, t_features = self.teacher(images, return_features=True)
+        entropy_logits = None
+        if opts.global_ie and self._trainer is not None and self.trainer.world_size > 1:
+            entropy_logits = self.all_gather(t_logits, sync_grads=True).flatten(0, 1)
+        loss_g, terms = generator_loss(t_logits, t_features, opts.oh, opts.a, opts.ie, opts.log_base,
+                                       entropy_logits)
+        s_logits = self.net(images.detach())
+        loss_s = student_loss(s_logits, t_logits, opts.temperature)
+        return {"images": images, "teacher_logits": t_logits, "student_logits": s_logits,
+                "loss_generator": loss_g, "loss_student": loss_s, "loss": loss_g + loss_s,
+                **{f"loss_{name}": value for name, value in terms.items()}}
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_s = self.optimizers()
+        iteration = self.current_epoch * self.trainer.num_training_batches + batch_idx
+        out = self.losses(self.noise(iteration))
+        self.stop_if_not_finite(out, iteration)
+        opt_g.zero_grad()
+        opt_s.zero_grad()
+        self.manual_backward(out["loss"])
+        opt_g.step()
+        opt_s.step()
+        if self.scheduler_interval == "step" and self.lr_schedulers() is not None:
+            self.lr_schedulers().step()
+
+        images = out["images"].detach()
+        diversity = images.flatten(1).std(dim=0).mean()
+        self._diversity_sum = self._diversity_sum + diversity   # a tensor: no device sync per iteration
+        self._diversity_count += 1
+        agreement = (out["student_logits"].argmax(1) == out["teacher_logits"].argmax(1)).float().mean()
+        for name in ("loss", "loss_generator", "loss_student", "loss_oh", "loss_a", "loss_ie"):
+            self.log(f"train/{name}", out[name].detach(), on_step=True, on_epoch=True, batch_size=self.batch_size,
+                     prog_bar=name in ("loss_generator", "loss_student"))
+        self.log("train/diversity", diversity, on_step=True, on_epoch=True, batch_size=self.batch_size)
+        self.log("train/agreement", agreement, on_step=False, on_epoch=True, batch_size=self.batch_size)
+
+    def stop_if_not_finite(self, out: dict, iteration: int):
+        bad = not bool(torch.isfinite(out["loss"].detach()))
+        if self.trainer.world_size > 1:  # every rank must stop together
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if k.startswith("loss"))
+        ckpt = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        raise TrainingDiverged(
+            f"DAFL diverged: a loss became NaN/inf at epoch {self.current_epoch}, iteration {iteration} ({terms}). "
+            f"No optimizer stepped on it and the last good checkpoint ({ckpt}/last.ckpt, end of the previous "
+            f"epoch) is kept. Lower module.generator_optimizer.lr or module.optimizer.lr, or the loss weights "
+            f"(loss.oh, loss.a, loss.ie), then rerun or resume with ckpt_path=<that checkpoint>.")
+
+    def on_train_epoch_start(self):
+        # Epoch-wise schedules step here, up to the epoch about to run: the checkpoint of an epoch is written
+        # before on_train_epoch_end, so a resumed run catches up the same way.
+        scheduler = self.lr_schedulers()
+        while self.scheduler_interval == "epoch" and scheduler is not None and \
+                scheduler.last_epoch < self.current_epoch:
+            scheduler.step()
+
+    def on_train_epoch_end(self):
+        if self._diversity_count:
+            diversity = float(self._diversity_sum) / self._diversity_count
+            self._diversity_sum, self._diversity_count = 0.0, 0
+            if diversity < self.collapse_threshold:
+                rank_zero_warn(f"[dafl] epoch {self.current_epoch}: the generator collapsed: generated images "
+                               f"are nearly identical (diversity {diversity:.4f} < collapse_threshold "
+                               f"{self.collapse_threshold}). Try a lower module.generator_optimizer.lr, a "
+                               f"larger loss.ie or module.batch_size.")
+        every = self.image_every_n_epochs
+        if every and self.current_epoch % every == 0 and self.trainer.is_global_zero:
+            log_image(self, "train/generated", self.sample_grid(), step=self.current_epoch)
+
+    @torch.no_grad()
+    def sample_images(self, n: int | None = None) -> torch.Tensor:
+        """``n`` images from fixed noise, the generator in training mode as it is used (batch statistics);
+        its BatchNorm running statistics are left untouched."""
+        buffers = {k: v.clone() for k, v in self.generator.named_buffers()}
+        images = self.generator(self.noise(-1, rank=-1, batch_size=n or self.num_images))
+        self.generator.load_state_dict(buffers, strict=False)
+        return images
+
+    def sample_grid(self, n: int | None = None) -> torch.Tensor:
+        """A CHW grid in [0, 1] of ``sample_images(n)``, each image scaled to its own range."""
+        images = self.sample_images(n).float().cpu()
+        return make_grid(images, nrow=8, normalize=True, scale_each=True, pad_value=1.0)
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    def evaluate(self, batch, stage: str):
+        super().evaluate(batch, stage)
+        if self.log_teacher_accuracy:
+            x, y = batch
+            self.log_accuracy(stage, self.teacher(x), y, prefix="teacher_")
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def on_fit_start(self):
+        super().on_fit_start()
+        rank_zero_info(f"[dafl] noise seed {self.base_noise_seed()} (per rank and iteration); "
+                       f"{self.batch_size} generated images per iteration and rank")
+        if self.trainer.world_size > 1:  # check what DDP must guarantee: every rank draws its own noise
+            fingerprints = self.all_gather(self.noise(0).sum()).flatten().tolist()
+            rank_zero_info(f"[dafl] noise fingerprints of the first iteration per rank: "
+                           f"{', '.join(f'{f:.4f}' for f in fingerprints)}")
+            if len(set(fingerprints)) < len(fingerprints):
+                raise RuntimeError(f"[dafl] DDP ranks draw the same noise ({fingerprints}): per-rank seeding broke")
+
+    def configure_optimizers(self):
+        opt_g = self.generator_optimizer_factory(list(self.generator.parameters()))
+        opt_s = self.optimizer_factory([p for p in self.net.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return [opt_g, opt_s]
+        return [opt_g, opt_s], [{"scheduler": self.scheduler_factory(opt_s), "interval": self.scheduler_interval}]
+
+    def on_save_checkpoint(self, checkpoint: dict):
+        checkpoint["dafl_noise_seed"] = self.base_noise_seed()
+
+    def on_load_checkpoint(self, checkpoint: dict):
+        self.noise_seed = checkpoint.get("dafl_noise_seed", self.noise_seed)

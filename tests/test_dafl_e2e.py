@@ -1,0 +1,101 @@
+"""DAFL end to end through run.py: the digits recipe learns without data, 2-process CPU DDP with per-rank noise,
+a multirun sweep over the generator's loss weights, resume from the command line."""
+import csv
+import re
+
+import pytest
+import torch
+from helpers import FAST, run_cli
+
+TINY = ["generator.width=8", "module.batch_size=16", "data.iterations_per_epoch=2", "trainer.max_epochs=1",
+        "++trainer.limit_val_batches=1"]
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Two CPU cores shared by many processes: one thread per process is faster than oversubscribing them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def quick_teacher(tmp_path_factory):
+    """A LeNet-5 digits teacher trained for 2 epochs in its own file (the shared cache keeps the real one)."""
+    path = tmp_path_factory.mktemp("teacher") / "lenet5_2ep.pt"
+    return [f"teacher.checkpoint={path}", "teacher.train_if_missing.max_epochs=2"]
+
+
+def metrics_of(run_dir):
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    return {k: v for row in rows for k, v in row.items() if v != ""}
+
+
+def test_digits_recipe_trains_a_data_free_student(tmp_path, one_thread):
+    """The recipe, shortened to 4 of its 20 epochs (100 iterations of 64 images): well above chance (10%)."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(["method=dafl", "experiment=dafl_digits", "trainer.max_epochs=4", *FAST], run_dir)
+    acc = float(re.search(r"\[done\].*test/acc ([0-9.]+)", proc.stdout + proc.stderr).group(1))
+    teacher = float(re.search(r"test/teacher_acc ([0-9.]+)", proc.stdout + proc.stderr).group(1))
+    assert teacher > 0.9 and acc >= 0.6, (acc, teacher)
+    logged = metrics_of(run_dir)
+    for key in ("train/loss_generator_epoch", "train/loss_student_epoch", "train/loss_oh_epoch",
+                "train/loss_a_epoch", "train/loss_ie_epoch", "train/diversity_epoch", "val/acc", "test/acc"):
+        assert key in logged, key
+    assert float(logged["train/diversity_epoch"]) > 0.05      # no collapse
+    assert sorted(p.name for p in (run_dir / "csv" / "images").glob("train_generated_*.png")) == \
+        [f"train_generated_{e:06d}.png" for e in range(4)]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert len(state["optimizer_states"]) == 2 and all(o["state"] for o in state["optimizer_states"])
+    assert any(k.startswith("generator.") for k in state["state_dict"])
+
+
+def test_resume_from_the_command_line(tmp_path, one_thread, quick_teacher):
+    run_dir = tmp_path / "run"
+    run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST], run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST, "trainer.max_epochs=2",
+                    f"ckpt_path={last}"], tmp_path / "resumed")
+    assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "csv" / "metrics.csv")))
+    assert {int(r["epoch"]) for r in rows if r.get("train/loss_step")} == {1}   # only the second epoch ran
+
+
+def test_two_process_cpu_ddp_draws_different_noise_per_rank(tmp_path, one_thread, quick_teacher):
+    proc = run_cli(["method=dafl", "experiment=dafl_digits", "trainer=ddp_cpu", "loss.global_ie=true",
+                    *quick_teacher, *TINY, *FAST], tmp_path / "run", timeout=900)
+    out = proc.stdout + proc.stderr
+    fingerprints = re.search(r"noise fingerprints of the first iteration per rank: (.*)", out).group(1).split(", ")
+    assert len(fingerprints) == 2 and fingerprints[0] != fingerprints[1]
+    assert "[done]" in out and "test/acc" in out and "unused parameters" not in out
+
+
+def test_multirun_sweeps_the_generator_loss_weights(tmp_path, one_thread, quick_teacher):
+    run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST, "loss.ie=2,5", "loss.a=0,0.1"],
+            tmp_path / "sweep", multirun=True, timeout=900)
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        seen.add((re.search(r"loss.ie=(\S+)", overrides).group(1), re.search(r"loss.a=(\S+)", overrides).group(1)))
+        assert "test/acc" in metrics_of(job)
+    assert seen == {("2", "0"), ("2", "0.1"), ("5", "0"), ("5", "0.1")}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("dafl_mnist", dict(latent=100, batch=512, lr_g=0.2, lr_s=0.002, weights=(1.0, 0.1, 5.0), epochs=200)),
+    ("dafl_cifar10", dict(latent=1000, batch=1024, lr_g=0.02, lr_s=0.1, weights=(0.05, 0.01, 5.0), epochs=2000)),
+    ("dafl_cifar100", dict(latent=1000, batch=1024, lr_g=0.02, lr_s=0.1, weights=(0.5, 0.1, 20.0), epochs=2000)),
+])
+def test_official_recipes_compose_as_published(tmp_path, name, expected):
+    from helpers import compose_config
+
+    cfg = compose_config(["method=dafl", f"experiment={name}", "teacher.checkpoint=/t.ckpt"], tmp_path)
+    module = cfg.module
+    assert cfg.generator.latent_dim == expected["latent"] and module.batch_size == expected["batch"]
+    assert module.generator_optimizer.lr == expected["lr_g"] and module.optimizer.lr == expected["lr_s"]
+    assert (cfg.loss.oh, cfg.loss.a, cfg.loss.ie, cfg.loss.log_base) == (*expected["weights"], 10)
+    assert cfg.trainer.max_epochs == expected["epochs"] and cfg.data.iterations_per_epoch == 120
+    assert cfg.loss.temperature == 1.0 and cfg.generator.inner_bn_eps == 1e-5
+    if name != "dafl_mnist":
+        assert module.optimizer._target_ == "torch.optim.SGD" and module.optimizer.weight_decay == 5e-4
+        assert list(module.scheduler.milestones) == [800, 1600]
