@@ -57,6 +57,7 @@ def test_resume_from_last_checkpoint_continues_at_next_epoch(tmp_path):
     metrics = run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=3", f"ckpt_path={last}", *FAST], second)
     assert sorted({r["epoch"] for r in csv_rows(second) if r.get("val/acc")}) == ["2"]
     assert metrics["test/acc"] > 0.5
+    assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2  # written every epoch
     # a Lightning checkpoint of a supervised run is a valid teacher checkpoint
     teacher = build_teacher(LeNet5(), checkpoint=str(last))
     state = torch.load(last, weights_only=False)["state_dict"]
