@@ -25,7 +25,6 @@ SUR sampler: when the datamodule's ``batch_sampler`` is a SUR partial without fe
 teacher's penultimate features of the training set (no augmentation, one pass, on the training device) and
 binds them to it before the training loader is built. See ``datamodules/samplers.py``.
 """
-import warnings
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Callable
@@ -82,14 +81,13 @@ class CCKDLossOptions:
 class CCKDModule(ClassifierModule):
     """Student ``net`` distilled from a frozen ``teacher`` with KD and correlation congruence."""
 
+    unsaved_hyperparameters = ClassifierModule.unsaved_hyperparameters + ("teacher",)
+
     def __init__(self, net: nn.Module, teacher: nn.Module, optimizer: Callable, loss=None,
                  scheduler: Callable | None = None, label_smoothing: float = 0.0,
                  scheduler_interval: str = "epoch",
                  heatmap_every_n_epochs: int = 5, log_teacher_accuracy: bool = True):
-        with warnings.catch_warnings():  # the parent's save_hyperparameters sees `teacher`; replaced below
-            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
-            super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
-        self.save_hyperparameters(ignore=["net", "teacher", "optimizer", "scheduler"], logger=False)
+        super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
         if teacher is None:
             raise ConfigError("teacher: method=cckd/kd needs a teacher; choose one with teacher=... "
                               "(teacher=digits_lenet5, teacher=checkpoint, teacher=pretrained).")

@@ -19,10 +19,15 @@ class ClassifierModule(L.LightningModule):
         ``scheduler_interval`` ("epoch" or "step").
     """
 
+    # Init arguments kept out of the checkpoint's hyper_parameters: networks, and factories Lightning's
+    # torch.load(weights_only=True) refuses on resume. Subclasses extend it; the run saves the full config anyway.
+    unsaved_hyperparameters = ("net", "optimizer", "scheduler")
+
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
                  label_smoothing: float = 0.0, scheduler_interval: str = "epoch"):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)  # the run saves its config
+        # collects the init arguments of the subclass too (Lightning walks the __init__ frames)
+        self.save_hyperparameters(ignore=list(self.unsaved_hyperparameters), logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.scheduler_interval = label_smoothing, scheduler_interval

@@ -24,7 +24,6 @@ iteration and a warning is printed when its epoch mean falls below ``collapse_th
 stops the run before any optimizer steps on it, with a message naming the settings to change; the last
 checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
 """
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
@@ -77,18 +76,15 @@ class GeneratorThenStudentModule(ClassifierModule):
     generated images (fixed noise) is logged as ``train/generated`` every that many epochs (0: never).
     """
 
+    unsaved_hyperparameters = ClassifierModule.unsaved_hyperparameters + (
+        "teacher", "generator", "generator_optimizer", "loss")
+
     def __init__(self, net: nn.Module, teacher: nn.Module, generator: nn.Module, optimizer: Callable,
                  generator_optimizer: Callable, loss=None, scheduler: Callable | None = None,
                  scheduler_interval: str = "epoch", batch_size: int = 512, noise_seed: int | None = None,
                  image_every_n_epochs: int = 1, num_images: int = 64, collapse_threshold: float = 0.05,
                  log_teacher_accuracy: bool = True):
-        with warnings.catch_warnings():  # the parent's save_hyperparameters sees teacher/generator: ignored below
-            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
-            super().__init__(net, optimizer, scheduler, 0.0, scheduler_interval)
-        # Only plain values in the checkpoint's hyper_parameters: Lightning resumes with torch.load(weights_only=True),
-        # which refuses pickled partials (the optimizer factories) and DictConfigs.
-        self.save_hyperparameters(ignore=["net", "teacher", "generator", "optimizer", "generator_optimizer",
-                                          "scheduler", "loss"], logger=False)
+        super().__init__(net, optimizer, scheduler, 0.0, scheduler_interval)
         if teacher is None:
             raise ConfigError("teacher: method=dafl needs a trained teacher; choose one with teacher=... "
                               "(teacher=digits_lenet5, teacher=checkpoint teacher.checkpoint=<file>).")

@@ -120,3 +120,20 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path):
     runs = list((tmp_path / "logs" / "supervised" / "runs").iterdir())
     assert len(runs) == 2
     assert all((r / ".hydra" / "config.yaml").is_file() for r in runs)  # the composed config is saved
+
+
+@pytest.mark.parametrize("method", ["supervised", "cckd", "kd", "dafl", "metapruning"])
+def test_checkpoint_hyperparameters_hold_only_plain_values(tmp_path, method, recwarn):
+    """Lightning resumes with torch.load(weights_only=True): no networks, partials or DictConfigs in hparams."""
+    cfg = compose_config([f"method={method}"], tmp_path)
+    module = instantiate(cfg.module, _convert_="object")
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, (bool, int, float, str))
+
+    assert plain(dict(module.hparams)), dict(module.hparams)
+    assert not [w for w in recwarn if "nn.Module" in str(w.message)]
