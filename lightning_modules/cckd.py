@@ -25,7 +25,7 @@ SUR sampler: when the datamodule's ``batch_sampler`` is a SUR partial without fe
 teacher's penultimate features of the training set (no augmentation, one pass, on the training device) and
 binds them to it before the training loader is built. See ``datamodules/samplers.py``.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Subset
 from lightning_modules.classifier import ClassifierModule
 from losses.correlation import KERNELS, VARIANTS, correlation_congruence_loss, correlation_matrix
 from losses.kd import kd_loss
-from training.errors import ConfigError
+from training.errors import ConfigError, options_from_config
 from training.images import log_image
 
 
@@ -59,12 +59,7 @@ class CCKDLossOptions:
 
     @classmethod
     def from_config(cls, loss) -> "CCKDLossOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(loss or {}) - known)
-        if unknown:
-            raise ConfigError(f"loss.{unknown[0]} is not an option of method=cckd/kd; the loss group takes "
-                              f"{', '.join(sorted(known))} (see conf/loss/cckd.yaml).")
-        options = cls(**dict(loss or {}))
+        options = options_from_config(cls, loss, "cckd/kd", " (see conf/loss/cckd.yaml).")
         if not 0.0 <= options.alpha <= 1.0:
             raise ConfigError(f"loss.alpha={options.alpha}: the cross-entropy weight must lie in [0, 1] "
                               f"(KD gets 1 - alpha).")

@@ -24,7 +24,7 @@ iteration and a warning is printed when its epoch mean falls below ``collapse_th
 stops the run before any optimizer steps on it, with a message naming the settings to change; the last
 checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -35,7 +35,7 @@ from torchvision.utils import make_grid
 from lightning_modules.classifier import ClassifierModule
 from losses.dafl import generator_loss, student_loss
 from networks.teacher import FrozenTeacher
-from training.errors import ConfigError
+from training.errors import ConfigError, options_from_config
 from training.images import log_image
 
 
@@ -52,12 +52,7 @@ class DAFLLossOptions:
 
     @classmethod
     def from_config(cls, loss) -> "DAFLLossOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(loss or {}) - known)
-        if unknown:
-            raise ConfigError(f"loss.{unknown[0]} is not an option of method=dafl; the loss group takes "
-                              f"{', '.join(sorted(known))} (see conf/loss/dafl.yaml). Did you mean loss=dafl?")
-        options = cls(**dict(loss or {}))
+        options = options_from_config(cls, loss, "dafl", " (see conf/loss/dafl.yaml). Did you mean loss=dafl?")
         if options.temperature <= 0 or (options.log_base is not None and options.log_base <= 1):
             raise ConfigError(f"loss.temperature={options.temperature}, loss.log_base={options.log_base}: the "
                               f"temperature must be > 0 and the log base > 1 (or null for the natural log).")

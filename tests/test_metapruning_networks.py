@@ -11,14 +11,6 @@ from networks.pruningnet.meta import ChoiceBatchNorm2d, MetaConv2d
 from training.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_ratio_list_and_widths():
     assert len(RATIOS) == 31 and RATIOS[0] == 0.10 and RATIOS[1] == 0.13 and RATIOS[-1] == 1.0
     assert width(44, 30) == 44 and width(44, 0) == 4 and width(192, 5) == int(192 * 0.25) == 48

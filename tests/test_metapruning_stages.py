@@ -19,14 +19,6 @@ TINY_SEARCH = ["search.population=4", "search.generations=2", "search.parents=2"
                "search.crossovers=2", "search.calib_batches=1", "search.calib_batch_size=32", "search.val_batches=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_three_digits_stages_end_to_end(tmp_path):
     train_dir, search_dir, retrain_dir = tmp_path / "train", tmp_path / "search", tmp_path / "retrain"
     metrics = run_config(["experiment=metapruning_digits", *TINY_TRAIN, "test=false"], train_dir)
