@@ -1,27 +1,26 @@
 """Hydra entry point: compose the config, instantiate datamodule, module, trainer, loggers and callbacks, run
 the stage. Examples: README.md. Everything is built from ``_target_`` configs under conf/."""
+import json
 import sys
+import time
+from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from search.stage import run_search
-from training.errors import find_config_error
-from training.loggers import finish_wandb
-
-
-def instantiate_all(group: DictConfig | None) -> list:
-    """Every entry of a ``logger``/``callbacks`` group that has a ``_target_``."""
-    return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+from iccv19.core import ConfigError, atomic_write_text, find_config_error
+from iccv19.search.stage import run_search
+from iccv19.training.build import check_trainer_config, instantiate_all
+from iccv19.training.loggers import finish_wandb
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.module`` on ``cfg.data`` (unless ``train=false``), then evaluate on the test set."""
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.datamodule or cfg.data)
     datamodule.setup()  # a missing dataset fails here, before a teacher is trained or a logger started
     module = instantiate(cfg.module, _convert_="object")  # plain containers: checkpoints load with weights_only
     loggers = instantiate_all(cfg.get("logger"))
@@ -35,6 +34,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(trainer.callback_metrics)
+    metrics.update(getattr(module, "model_stats", {}))
     if cfg.test:
         ckpt = cfg.get("ckpt_path") if not cfg.train else None
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -52,15 +52,31 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Seed, print the config, run ``cfg.stage``; returns the final metrics."""
     if cfg.stage not in STAGES:
         raise SystemExit(f"error: stage={cfg.stage} is not one of {sorted(STAGES)}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set (??? in conf/): add {missing[0]}=<value> to the "
+                          f"command (the comment beside it in conf/ says what it takes).")
+    check_trainer_config(cfg.trainer)
     rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
+    started = time.time()
     try:
         metrics = STAGES[cfg.stage](cfg)
     finally:
         finish_wandb()
+    if rank_zero_only.rank == 0:
+        write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
     rank_zero_info(f"[done] {summary or 'no test metrics'}")
     return metrics
+
+
+def write_metrics_json(path: Path, metrics: dict[str, float], seconds: float) -> None:
+    """What bench/ scripts read back: final metrics (test/*, model/flops, model/params, ...), wall time and the
+    command that produced them."""
+    record = {"metrics": metrics, "wall_time_s": round(seconds, 2),
+              "command": " ".join(["python", "run.py", *sys.argv[1:]])}
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
+from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
+from iccv19.networks.teacher import FrozenTeacher  # noqa: E402
 from lightning_modules.cckd import CCKDModule  # noqa: E402
-from networks.cifar_resnet import he_resnet  # noqa: E402
-from networks.lenet import LeNet5, lenet5_half  # noqa: E402
-from networks.teacher import FrozenTeacher  # noqa: E402
 
 PAIRS = {  # name: (student factory, teacher factory, input shape)
     "lenet": (lambda: lenet5_half(10, 1), lambda: LeNet5(10, 1), (1, 32, 32)),

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
-from networks.cifar_resnet import he_resnet  # noqa: E402
 
 WARMUP = 5
 

@@ -16,11 +16,12 @@ import lightning as L
 import torch
 
 from datamodules.data_free import DataFreeDataModule
+from datamodules.digits import DigitsDataModule
+from iccv19.losses.dafl import generator_loss, student_loss
+from iccv19.networks.generator import DAFLGenerator
+from iccv19.networks.lenet import LeNet5, lenet5_half
+from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import GeneratorThenStudentModule
-from losses.dafl import generator_loss, student_loss
-from networks.generator import DAFLGenerator
-from networks.lenet import LeNet5, lenet5_half
-from networks.teacher import FrozenTeacher
 
 
 def networks(args):
@@ -68,7 +69,7 @@ def lightning_loop(args) -> float:
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=[timer])
-    datamodule = DataFreeDataModule("datamodules.digits.DigitsDataModule", iterations_per_epoch=args.iterations)
+    datamodule = DataFreeDataModule(DigitsDataModule(), iterations_per_epoch=args.iterations)
     trainer.fit(module, datamodule=datamodule)
     return (timer.times[-1] - timer.times[0]) / (len(timer.times) - 1)
 
@@ -92,7 +93,7 @@ def main():
     print(f"plain PyTorch loop      : {p * 1e3:8.1f} ms/iteration  {args.batch_size / p:8.1f} images/s")
     print(f"GeneratorThenStudent    : {q * 1e3:8.1f} ms/iteration  {args.batch_size / q:8.1f} images/s")
     print(f"ratio lightning / plain : {q / p:.3f}  (goal <= 1.05; rounds: "
-          f"{', '.join(f'{b / a:.3f}' for a, b in zip(plain, lightning))})")
+          f"{', '.join(f'{b / a:.3f}' for a, b in zip(plain, lightning, strict=False))})")
 
 
 if __name__ == "__main__":

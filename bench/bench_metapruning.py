@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 
 def build(arch, size, pruning, device):
-    from networks.pruningnet import build_pruningnet
+    from iccv19.networks.pruningnet import build_pruningnet
 
     shape = (1, 32, 32) if size == "small" else (3, 224, 224)
     classes = 10 if size == "small" else 1000
@@ -36,7 +36,7 @@ def train_steps(arch, size, pruning, batch, steps, device, threads, queue):
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
     times = []
-    for step in range(steps + 2):
+    for _step in range(steps + 2):
         if pruning:
             net.set_encoding(net.full_encoding())
         if device == "cuda":
@@ -66,8 +66,8 @@ def isolated(*args):
 
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
-    from networks.pruningnet import build_pruningnet
-    from search.evaluate import CandidateEvaluator
+    from iccv19.networks.pruningnet import build_pruningnet
+    from iccv19.search.evaluate import CandidateEvaluator
 
     torch.set_num_threads(threads)
     dm = DigitsDataModule(batch_size=128, holdout=180)
@@ -93,7 +93,8 @@ def main():
     parser.add_argument("--search-seconds", type=float, default=20)
     args = parser.parse_args()
     print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}")
-    print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* | PruningNet peak MB* |")
+    print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* "
+          "| PruningNet peak MB* |")
     print("|---|---|---|---|---|---|")
     for arch in args.arch:
         fixed, fixed_mem = isolated(arch, args.size, False, args.batch, args.steps, args.device, args.threads)

@@ -57,7 +57,7 @@ def main():
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    common = [f"trainer.max_epochs={args.epochs}", "module.optimizer.lr=0.003", "logger=none",
+    common = [f"trainer.max_epochs={args.epochs}", "optimizer.lr=0.003", "logger=none",
               "callbacks=none"]
     lines = [f"| LeNet-5 -> LeNet-5-half on digits, {args.epochs} epochs, Adam 3e-3, batch 64 "
              f"| test top-1 (%) mean ± std over seeds {', '.join(map(str, args.seeds))} |", "|---|---|"]

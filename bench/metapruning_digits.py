@@ -62,7 +62,8 @@ def main():
 
     print(f"\nMetaPruning on digits ({args.model}, budget {rows[0]['budget'] / 1e6:.3f}M FLOPs = 50% of "
           f"{rows[0]['full_flops'] / 1e6:.3f}M), retrained from scratch, test top-1 (%):\n")
-    print("| seed | searched MFLOPs | searched params | searched test | uniform MFLOPs | uniform params | uniform test |")
+    print("| seed | searched MFLOPs | searched params | searched test | uniform MFLOPs | uniform params "
+          "| uniform test |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         b, u = r["best"], r["uniform"]
@@ -70,7 +71,8 @@ def main():
               f"{u['flops'] / 1e6:.3f} | {u['params']:,} | {100 * u['test']:.2f} |")
     mean = lambda key, pick: statistics.mean(r[pick][key] for r in rows)   # noqa: E731
     sd = lambda pick: statistics.pstdev(100 * r[pick]["test"] for r in rows)   # noqa: E731
-    print(f"| mean | {mean('flops', 'best') / 1e6:.3f} | {mean('params', 'best'):,.0f} | {100 * mean('test', 'best'):.2f} "
+    print(f"| mean | {mean('flops', 'best') / 1e6:.3f} | {mean('params', 'best'):,.0f} | "
+          f"{100 * mean('test', 'best'):.2f} "
           f"± {sd('best'):.2f} | {mean('flops', 'uniform') / 1e6:.3f} | {mean('params', 'uniform'):,.0f} | "
           f"{100 * mean('test', 'uniform'):.2f} ± {sd('uniform'):.2f} |")
 

@@ -1,5 +1,5 @@
 """What every classification datamodule shares: splits, the held-out validation subset, dataloaders."""
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from training.errors import ConfigError
+from iccv19.core import ConfigError
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -17,6 +17,9 @@ class ClassificationDataModule(L.LightningDataModule):
         trained on; MetaPruning searches on it). 0: validation uses the test set.
     batch_sampler: optional ``_partial_`` called as
         ``batch_sampler(labels=, batch_size=, num_replicas=, rank=, seed=)`` for the training loader.
+    batch_size: training images per step and device. global_batch_size: per step over all devices (as the
+        papers state it); when set it wins, and is split evenly across the DDP processes (an error if it
+        does not divide).
     """
 
     num_classes: int
@@ -25,7 +28,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(self, root: str | None = None, batch_size: int = 128, eval_batch_size: int | None = None,
                  num_workers: int = 0, holdout: int = 0, holdout_seed: int = 0, download: bool = False,
-                 batch_sampler: Callable | None = None, pin_memory: bool = False, **shape):
+                 batch_sampler: Callable | None = None, pin_memory: bool = False,
+                 global_batch_size: int | None = None, **shape):
         super().__init__()
         # data.num_classes / in_channels / image_size are in the YAML for models to read; they must agree.
         for key, value in shape.items():
@@ -34,8 +38,12 @@ class ClassificationDataModule(L.LightningDataModule):
             if value != getattr(self, key):
                 raise ConfigError(f"data.{key}={value}, but {type(self).__name__} has {key}={getattr(self, key)}: "
                                   f"remove the override.")
+        for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.{key}={value}: a batch needs at least one image (a positive integer).")
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.global_batch_size = global_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.holdout, self.holdout_seed = holdout, holdout_seed
         self.batch_sampler = batch_sampler
@@ -84,11 +92,23 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **kwargs)
 
+    def device_batch_size(self) -> int:
+        """Training images per step on this device: ``global_batch_size / world size`` when the global size is
+        set, else ``batch_size``."""
+        if self.global_batch_size is None:
+            return self.batch_size
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.global_batch_size % world:
+            raise ConfigError(f"data.global_batch_size={self.global_batch_size} does not split evenly over "
+                              f"{world} processes (devices x nodes): choose a multiple of {world} or another "
+                              f"number of devices.")
+        return self.global_batch_size // world
+
     def train_dataloader(self):
         if self.batch_sampler is None:
-            return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+            return self._loader(self.train_set, self.device_batch_size(), shuffle=True, drop_last=True)
         trainer = self.trainer
-        sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.batch_size,
+        sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.device_batch_size(),
                                      num_replicas=trainer.world_size if trainer else 1,
                                      rank=trainer.global_rank if trainer else 0,
                                      seed=int(torch.initial_seed()) % 2**31)

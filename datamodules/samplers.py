@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from training.errors import ConfigError
+from iccv19.core import ConfigError
 
 
 class RankBatchSampler(Sampler):
@@ -53,7 +53,7 @@ class RankBatchSampler(Sampler):
         self.epoch = epoch
 
     @property
-    def sampler(self) -> "_EpochHook":
+    def sampler(self) -> _EpochHook:
         """Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler``,
         never on the batch sampler itself: this is where it finds the hook."""
         return _EpochHook(self)

@@ -6,7 +6,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from datamodules.base import ClassificationDataModule
-from training.errors import ConfigError
+from iccv19.core import ConfigError
 
 
 def _require(root, what: str, layout: str, download_hint: bool = True):

@@ -18,16 +18,16 @@ can only be lowered by the student reproducing the teacher's structure. torchdis
 the teacher's linear layer: ``loss.train_teacher_embedding=true`` reproduces them. ``loss.embed_dim=null``
 uses the features as they are (their dimensions must then agree).
 
-The teacher backbone never trains: it is a ``networks.teacher.FrozenTeacher`` (no gradients, eval mode
+The teacher backbone never trains: it is a ``iccv19.networks.teacher.FrozenTeacher`` (no gradients, eval mode
 forever) and its forward pass runs under ``no_grad``.
 
 SUR sampler: when the datamodule's ``batch_sampler`` is a SUR partial without features, ``setup`` computes the
 teacher's penultimate features of the training set (no augmentation, one pass, on the training device) and
 binds them to it before the training loader is built. See ``datamodules/samplers.py``.
 """
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +35,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from lightning_modules.classifier import ClassifierModule
-from losses.correlation import KERNELS, VARIANTS, correlation_congruence_loss, correlation_matrix
-from losses.kd import kd_loss
-from training.errors import ConfigError, options_from_config
-from training.images import log_image
+from iccv19.core import ConfigError, options_from_config
+from iccv19.losses.correlation import KERNELS, VARIANTS, correlation_congruence_loss, correlation_matrix
+from iccv19.losses.kd import kd_loss
+from iccv19.training.images import log_image
+from lightning_modules.distillation import DistillationModule
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CCKDLossOptions:
 
     @classmethod
     def from_config(cls, loss) -> "CCKDLossOptions":
-        options = options_from_config(cls, loss, "cckd/kd", " (see conf/loss/cckd.yaml).")
+        options = options_from_config(cls, loss, "loss", " (method=cckd/kd; see conf/loss/cckd.yaml).")
         if not 0.0 <= options.alpha <= 1.0:
             raise ConfigError(f"loss.alpha={options.alpha}: the cross-entropy weight must lie in [0, 1] "
                               f"(KD gets 1 - alpha).")
@@ -73,22 +73,20 @@ class CCKDLossOptions:
         return options
 
 
-class CCKDModule(ClassifierModule):
+class CCKDModule(DistillationModule):
     """Student ``net`` distilled from a frozen ``teacher`` with KD and correlation congruence."""
 
-    unsaved_hyperparameters = ClassifierModule.unsaved_hyperparameters + ("teacher",)
+    method = "method=cckd/kd"
 
     def __init__(self, net: nn.Module, teacher: nn.Module, optimizer: Callable, loss=None,
                  scheduler: Callable | None = None, label_smoothing: float = 0.0,
                  scheduler_interval: str = "epoch",
                  heatmap_every_n_epochs: int = 5, log_teacher_accuracy: bool = True):
-        super().__init__(net, optimizer, scheduler, label_smoothing, scheduler_interval)
-        if teacher is None:
-            raise ConfigError("teacher: method=cckd/kd needs a teacher; choose one with teacher=... "
-                              "(teacher=digits_lenet5, teacher=checkpoint, teacher=pretrained).")
-        self.teacher = teacher.requires_grad_(False).eval()
+        super().__init__(net, teacher, optimizer, None, scheduler, label_smoothing, scheduler_interval,
+                         log_teacher_accuracy)
         self.opts = CCKDLossOptions.from_config(loss)
-        self.heatmap_every_n_epochs, self.log_teacher_accuracy = heatmap_every_n_epochs, log_teacher_accuracy
+        self.hparams["loss"] = asdict(self.opts)
+        self.heatmap_every_n_epochs = heatmap_every_n_epochs
         self.student_embed = self.teacher_embed = None
         if self.opts.beta > 0:
             self.student_embed, self.teacher_embed = self._build_embeddings(net, teacher)
@@ -139,12 +137,6 @@ class CCKDModule(ClassifierModule):
                 self.current_epoch % self.heatmap_every_n_epochs == 0 and self.trainer.is_global_zero:
             self.log_correlation_heatmap(out["emb_s"].detach(), out["emb_t"].detach(), y)
         return out["loss"]
-
-    def evaluate(self, batch, stage: str):
-        super().evaluate(batch, stage)
-        if self.log_teacher_accuracy:
-            x, y = batch
-            self.log_accuracy(stage, self.teacher(x), y, prefix="teacher_")
 
     # -- images ---------------------------------------------------------------------------------------------
     def correlation_matrices(self, emb_s: torch.Tensor, emb_t: torch.Tensor):

@@ -1,5 +1,5 @@
 """Supervised training of any network on any datamodule: teachers, baselines, retraining of pruned networks."""
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from networks.flops import count_flops, count_params
+from iccv19.networks.flops import count_flops, count_params
 
 
 class ClassifierModule(L.LightningModule):
@@ -81,6 +81,7 @@ class ClassifierModule(L.LightningModule):
         if dm is None or not hasattr(dm, "input_shape"):
             return
         stats = {"model/params": count_params(self.net), "model/flops": count_flops(self.net, dm.input_shape)}
+        self.model_stats = stats   # run.py writes them to metrics.json
         rank_zero_info(f"[model] {type(self.net).__name__}: {stats['model/params']:,} parameters, "
                        f"{stats['model/flops'] / 1e6:.2f}M FLOPs (multiply-adds) at input {dm.input_shape}")
         for logger in self.loggers:

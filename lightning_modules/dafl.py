@@ -24,19 +24,18 @@ iteration and a warning is printed when its epoch mean falls below ``collapse_th
 stops the run before any optimizer steps on it, with a message naming the settings to change; the last
 checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
 """
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchvision.utils import make_grid
 
-from lightning_modules.classifier import ClassifierModule
-from losses.dafl import generator_loss, student_loss
-from networks.teacher import FrozenTeacher
-from training.errors import ConfigError, options_from_config
-from training.images import log_image
+from iccv19.core import ConfigError, options_from_config
+from iccv19.losses.dafl import generator_loss, student_loss
+from iccv19.training.images import log_image
+from lightning_modules.distillation import DistillationModule
 
 
 @dataclass
@@ -52,7 +51,8 @@ class DAFLLossOptions:
 
     @classmethod
     def from_config(cls, loss) -> "DAFLLossOptions":
-        options = options_from_config(cls, loss, "dafl", " (see conf/loss/dafl.yaml). Did you mean loss=dafl?")
+        options = options_from_config(cls, loss, "loss",
+                                      " (method=dafl; see conf/loss/dafl.yaml). Did you mean loss=dafl?")
         if options.temperature <= 0 or (options.log_base is not None and options.log_base <= 1):
             raise ConfigError(f"loss.temperature={options.temperature}, loss.log_base={options.log_base}: the "
                               f"temperature must be > 0 and the log base > 1 (or null for the natural log).")
@@ -63,7 +63,7 @@ class TrainingDiverged(ConfigError):
     """A loss became NaN/inf: the run stops, the last checkpoint is kept."""
 
 
-class GeneratorThenStudentModule(ClassifierModule):
+class GeneratorThenStudentModule(DistillationModule):
     """DAFL: ``generator`` trained against the frozen ``teacher``; the student ``net`` distilled on its images.
 
     optimizer / scheduler: the student's (``_partial_``); generator_optimizer: the generator's.
@@ -71,31 +71,26 @@ class GeneratorThenStudentModule(ClassifierModule):
     generated images (fixed noise) is logged as ``train/generated`` every that many epochs (0: never).
     """
 
-    unsaved_hyperparameters = ClassifierModule.unsaved_hyperparameters + (
-        "teacher", "generator", "generator_optimizer", "loss")
+    unsaved_hyperparameters = DistillationModule.unsaved_hyperparameters + ("generator", "generator_optimizer")
+    method = "method=dafl"
 
     def __init__(self, net: nn.Module, teacher: nn.Module, generator: nn.Module, optimizer: Callable,
                  generator_optimizer: Callable, loss=None, scheduler: Callable | None = None,
                  scheduler_interval: str = "epoch", batch_size: int = 512, noise_seed: int | None = None,
                  image_every_n_epochs: int = 1, num_images: int = 64, collapse_threshold: float = 0.05,
                  log_teacher_accuracy: bool = True):
-        super().__init__(net, optimizer, scheduler, 0.0, scheduler_interval)
-        if teacher is None:
-            raise ConfigError("teacher: method=dafl needs a trained teacher; choose one with teacher=... "
-                              "(teacher=digits_lenet5, teacher=checkpoint teacher.checkpoint=<file>).")
+        super().__init__(net, teacher, optimizer, None, scheduler, 0.0, scheduler_interval, log_teacher_accuracy)
         if batch_size < 2:
             raise ConfigError(f"module.batch_size={batch_size}: the generator's BatchNorm and the entropy term "
                               f"need batches of at least 2 images (official: 512 MNIST, 1024 CIFAR).")
         self.automatic_optimization = False
-        # eval mode for good (FrozenTeacher ignores .train()); gradients still reach the generated images
-        self.teacher = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
         self.generator = generator
         self.generator_optimizer_factory = generator_optimizer
         self.opts = DAFLLossOptions.from_config(loss)
         self.hparams["loss"] = asdict(self.opts)
         self.batch_size, self.noise_seed = batch_size, noise_seed
         self.image_every_n_epochs, self.num_images = image_every_n_epochs, num_images
-        self.collapse_threshold, self.log_teacher_accuracy = collapse_threshold, log_teacher_accuracy
+        self.collapse_threshold = collapse_threshold
         self._diversity_sum, self._diversity_count = 0.0, 0
 
     # -- noise ----------------------------------------------------------------------------------------------
@@ -164,7 +159,7 @@ class GeneratorThenStudentModule(ClassifierModule):
         raise TrainingDiverged(
             f"DAFL diverged: a loss became NaN/inf at epoch {self.current_epoch}, iteration {iteration} ({terms}). "
             f"No optimizer stepped on it and the last good checkpoint ({ckpt}/last.ckpt, end of the previous "
-            f"epoch) is kept. Lower module.generator_optimizer.lr or module.optimizer.lr, or the loss weights "
+            f"epoch) is kept. Lower generator_optimizer.lr or optimizer.lr, or the loss weights "
             f"(loss.oh, loss.a, loss.ie), then rerun or resume with ckpt_path=<that checkpoint>.")
 
     def on_train_epoch_start(self):
@@ -182,7 +177,7 @@ class GeneratorThenStudentModule(ClassifierModule):
             if diversity < self.collapse_threshold:
                 rank_zero_warn(f"[dafl] epoch {self.current_epoch}: the generator collapsed: generated images "
                                f"are nearly identical (diversity {diversity:.4f} < collapse_threshold "
-                               f"{self.collapse_threshold}). Try a lower module.generator_optimizer.lr, a "
+                               f"{self.collapse_threshold}). Try a lower generator_optimizer.lr, a "
                                f"larger loss.ie or module.batch_size.")
         every = self.image_every_n_epochs
         if every and self.current_epoch % every == 0 and self.trainer.is_global_zero:
@@ -201,13 +196,6 @@ class GeneratorThenStudentModule(ClassifierModule):
         """A CHW grid in [0, 1] of ``sample_images(n)``, each image scaled to its own range."""
         images = self.sample_images(n).float().cpu()
         return make_grid(images, nrow=8, normalize=True, scale_each=True, pad_value=1.0)
-
-    # -- evaluation -----------------------------------------------------------------------------------------
-    def evaluate(self, batch, stage: str):
-        super().evaluate(batch, stage)
-        if self.log_teacher_accuracy:
-            x, y = batch
-            self.log_accuracy(stage, self.teacher(x), y, prefix="teacher_")
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def on_fit_start(self):

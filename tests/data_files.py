@@ -24,7 +24,8 @@ def write_cifar(root: Path, classes: int = 10, per_batch: int = 20, seed: int = 
     """CIFAR-10 (5 train batches + test_batch + batches.meta) or CIFAR-100 (train, test, meta) python pickles."""
     rng = np.random.default_rng(seed)
     if classes == 10:
-        folder, files, label_key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"
+        folder, label_key = "cifar-10-batches-py", "labels"
+        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
         meta_name, meta = "batches.meta", {"label_names": [f"class{i}" for i in range(10)]}
     else:
         folder, files, label_key = "cifar-100-python", ["train", "test"], "fine_labels"

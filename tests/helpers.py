@@ -43,16 +43,29 @@ def run_config(overrides: list[str], output_dir: str | Path) -> dict[str, float]
     return run.run(cfg)
 
 
-def run_cli(args: list[str], output_dir: str | Path, timeout: int = 600, multirun: bool = False,
+def run_folders(workdir: str | Path) -> list[Path]:
+    """Run folders (``logs/<task>/runs/<time>``) and multirun job folders (``logs/<task>/multiruns/<time>/<n>``)
+    under ``workdir``, oldest first."""
+    workdir = Path(workdir)
+    found = [*workdir.glob("logs/*/runs/*"), *(p for p in workdir.glob("logs/*/multiruns/*/*") if p.name.isdigit())]
+    return sorted((p for p in found if p.is_dir()), key=lambda p: (p.parent.name, p.stat().st_mtime_ns, p.name))
+
+
+def run_cli(args: list[str], workdir: str | Path, timeout: int = 600, multirun: bool = False,
             check: bool = True) -> subprocess.CompletedProcess:
-    """``python run.py <args>`` in a subprocess whose run (or sweep) folder is ``output_dir``."""
-    output_dir = Path(output_dir)
-    place = [f"hydra.sweep.dir={output_dir}"] if multirun else [f"hydra.run.dir={output_dir}"]
-    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []), *args, *place,
-           f"paths.log_dir={output_dir}/logs", f"paths.data_dir={output_dir}/data"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(cmd, cwd=output_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    """``python run.py [-m] <args>`` as a user types it, started in ``workdir`` (created if needed): no
+    ``hydra.*`` or ``paths.*`` overrides, so run folders land where a user's would, under ``workdir/logs``.
+    The returned process has ``run_dirs`` (the run folders it created, multirun jobs in order) and ``run_dir``
+    (the last of them)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    before = set(run_folders(workdir))
+    cmd = [sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []), *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
                              f"\n--- stderr\n{proc.stderr[-6000:]}")
+    proc.run_dirs = [p for p in run_folders(workdir) if p not in before]
+    proc.run_dir = proc.run_dirs[-1] if proc.run_dirs else None
     return proc

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helpers import FAST, run_cli, run_config
 
-from training.errors import find_config_error
+from iccv19.core import find_config_error
 
 TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *FAST]
 
@@ -36,15 +36,15 @@ def test_sur_sampler_gets_teacher_features(tmp_path):
 
 
 def test_ddp_two_cpu_processes(tmp_path):
-    proc = run_cli(["method=cckd", "trainer=ddp_cpu", *TINY, "logger=csv"], tmp_path / "ddp", timeout=900)
+    proc = run_cli(["method=cckd", "trainer=ddp_cpu", *TINY, "logger=csv"], tmp_path, timeout=900)
     out = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1" in out or "world_size=2" in out.lower() or "Initializing distributed" in out
     assert "test/acc" in out
 
 
 def test_sweep_each_job_is_its_own_run(tmp_path):
-    run_cli(["method=cckd", "loss.beta=0.5,2.0", *TINY], tmp_path / "sweep", multirun=True, timeout=900)
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    jobs = run_cli(["method=cckd", "loss.beta=0.5,2.0", *TINY], tmp_path, multirun=True, timeout=900).run_dirs
+    assert len({job.parent for job in jobs}) == 1 and jobs[0].parent.parent.name == "multiruns"
     assert [p.name for p in jobs] == ["0", "1"]
     betas = []
     for job in jobs:
@@ -55,7 +55,7 @@ def test_sweep_each_job_is_its_own_run(tmp_path):
 
 def test_missing_dataset_fails_clearly(tmp_path):
     args = ["method=cckd", "data=imagenet", "data.root=/missing", *TINY]
-    proc = run_cli(args, tmp_path / "run", check=False, timeout=300)
+    proc = run_cli(args, tmp_path, check=False, timeout=300)
     assert proc.returncode == 1
     assert "data.root" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from losses.correlation import correlation_congruence_loss, correlation_matrix
-from losses.kd import kd_loss
+from iccv19.losses.correlation import correlation_congruence_loss, correlation_matrix
+from iccv19.losses.kd import kd_loss
 
 E = math.exp(-0.8)  # exp(-2 gamma) with gamma = 0.4
 
@@ -73,7 +73,7 @@ def test_taylor_series_approaches_exact_rbf():
     exact = correlation_matrix(x, "rbf", gamma=0.4)
     errors = [(correlation_matrix(x, "rbf_taylor", 0.4, order=p) - exact).abs().max().item()
               for p in range(8)]
-    assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
     # The remainder is bounded by exp(-2g) sum_{p > P} (2g)^p / p! (|x.y| <= 1).
     for p, err in enumerate(errors):
         bound = E * sum(0.8**q / math.factorial(q) for q in range(p + 1, 30))

@@ -69,7 +69,7 @@ def test_other_group_options_compose(tmp_path, group):
 
 
 def test_teacher_options_build(tmp_path):
-    from networks.cifar_resnet import resnet34
+    from iccv19.networks.cifar_resnet import resnet34
 
     path = tmp_path / "teacher.pt"
     torch.save(resnet34(10).state_dict(), path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import FAST, run_cli
 
-TINY = ["generator.width=8", "module.batch_size=16", "data.iterations_per_epoch=2", "trainer.max_epochs=1",
+TINY = ["generator.width=8", "module.batch_size=16", "datamodule.iterations_per_epoch=2", "trainer.max_epochs=1",
         "++trainer.limit_val_batches=1"]
 
 
@@ -31,8 +31,8 @@ def metrics_of(run_dir):
 
 def test_digits_recipe_trains_a_data_free_student(tmp_path, one_thread):
     """The recipe, shortened to 4 of its 20 epochs (100 iterations of 64 images): well above chance (10%)."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(["method=dafl", "experiment=dafl_digits", "trainer.max_epochs=4", *FAST], run_dir)
+    proc = run_cli(["method=dafl", "experiment=dafl_digits", "trainer.max_epochs=4", *FAST], tmp_path)
+    run_dir = proc.run_dir
     acc = float(re.search(r"\[done\].*test/acc ([0-9.]+)", proc.stdout + proc.stderr).group(1))
     teacher = float(re.search(r"test/teacher_acc ([0-9.]+)", proc.stdout + proc.stderr).group(1))
     assert teacher > 0.9 and acc >= 0.6, (acc, teacher)
@@ -49,19 +49,18 @@ def test_digits_recipe_trains_a_data_free_student(tmp_path, one_thread):
 
 
 def test_resume_from_the_command_line(tmp_path, one_thread, quick_teacher):
-    run_dir = tmp_path / "run"
-    run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST], run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    first = run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST], tmp_path)
+    last = first.run_dir / "checkpoints" / "last.ckpt"
     proc = run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST, "trainer.max_epochs=2",
-                    f"ckpt_path={last}"], tmp_path / "resumed")
+                    f"ckpt_path={last}"], tmp_path)
     assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
-    rows = list(csv.DictReader(open(tmp_path / "resumed" / "csv" / "metrics.csv")))
+    rows = list(csv.DictReader(open(proc.run_dir / "csv" / "metrics.csv")))
     assert {int(r["epoch"]) for r in rows if r.get("train/loss_step")} == {1}   # only the second epoch ran
 
 
 def test_two_process_cpu_ddp_draws_different_noise_per_rank(tmp_path, one_thread, quick_teacher):
     proc = run_cli(["method=dafl", "experiment=dafl_digits", "trainer=ddp_cpu", "loss.global_ie=true",
-                    *quick_teacher, *TINY, *FAST], tmp_path / "run", timeout=900)
+                    *quick_teacher, *TINY, *FAST], tmp_path, timeout=900)
     out = proc.stdout + proc.stderr
     fingerprints = re.search(r"noise fingerprints of the first iteration per rank: (.*)", out).group(1).split(", ")
     assert len(fingerprints) == 2 and fingerprints[0] != fingerprints[1]
@@ -69,9 +68,10 @@ def test_two_process_cpu_ddp_draws_different_noise_per_rank(tmp_path, one_thread
 
 
 def test_multirun_sweeps_the_generator_loss_weights(tmp_path, one_thread, quick_teacher):
-    run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST, "loss.ie=2,5", "loss.a=0,0.1"],
-            tmp_path / "sweep", multirun=True, timeout=900)
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    proc = run_cli(["method=dafl", "experiment=dafl_digits", *quick_teacher, *TINY, *FAST, "loss.ie=2,5",
+                    "loss.a=0,0.1"], tmp_path, multirun=True, timeout=900)
+    jobs = proc.run_dirs
+    assert len({job.parent for job in jobs}) == 1   # one sweep folder
     assert len(jobs) == 4
     seen = set()
     for job in jobs:
@@ -94,7 +94,7 @@ def test_official_recipes_compose_as_published(tmp_path, name, expected):
     assert cfg.generator.latent_dim == expected["latent"] and module.batch_size == expected["batch"]
     assert module.generator_optimizer.lr == expected["lr_g"] and module.optimizer.lr == expected["lr_s"]
     assert (cfg.loss.oh, cfg.loss.a, cfg.loss.ie, cfg.loss.log_base) == (*expected["weights"], 10)
-    assert cfg.trainer.max_epochs == expected["epochs"] and cfg.data.iterations_per_epoch == 120
+    assert cfg.trainer.max_epochs == expected["epochs"] and cfg.datamodule.iterations_per_epoch == 120
     assert cfg.loss.temperature == 1.0 and cfg.generator.inner_bn_eps == 1e-5
     if name != "dafl_mnist":
         assert module.optimizer._target_ == "torch.optim.SGD" and module.optimizer.weight_decay == 5e-4

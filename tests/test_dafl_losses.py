@@ -4,9 +4,8 @@ import math
 import pytest
 import torch
 
-from losses.dafl import (activation_loss, generator_loss, information_entropy_loss, one_hot_loss,
-                         student_loss)
-from networks.generator import DAFLGenerator
+from iccv19.losses.dafl import activation_loss, generator_loss, information_entropy_loss, one_hot_loss, student_loss
+from iccv19.networks.generator import DAFLGenerator
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 

@@ -5,7 +5,7 @@ from data_files import write_cifar, write_image_folder, write_mnist
 
 from datamodules.digits import DigitsDataModule
 from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, ImageNetDataModule, MNISTDataModule
-from training.errors import ConfigError
+from iccv19.core import ConfigError
 
 
 def first_batch(loader):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from networks.flops import count_flops, count_params
-from networks.pruningnet import ARCHS, RATIOS, build_pruned, build_pruningnet, narrow_network, width
-from networks.pruningnet.meta import ChoiceBatchNorm2d, MetaConv2d
-from training.errors import ConfigError
+from iccv19.core import ConfigError
+from iccv19.networks.flops import count_flops, count_params
+from iccv19.networks.pruningnet import ARCHS, RATIOS, build_pruned, build_pruningnet, narrow_network, width
+from iccv19.networks.pruningnet.meta import ChoiceBatchNorm2d, MetaConv2d
 
 
 def test_ratio_list_and_widths():
@@ -55,7 +55,7 @@ def test_generated_weight_shapes_for_random_encodings_at_every_layer(arch):
         seen = []   # (weight shape, groups) of every F.conv2d call, in order
         original = torch.nn.functional.conv2d
 
-        def spy(x, w, *args, groups=1, **kwargs):
+        def spy(x, w, *args, groups=1, seen=seen, original=original, **kwargs):
             seen.append((tuple(w.shape), groups))
             return original(x, w, *args, groups=groups, **kwargs)
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from search.evaluate import CandidateEvaluator, recalibrate_bn, top1
-from search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
-from training.errors import ConfigError
+from iccv19.core import ConfigError
+from iccv19.search.evaluate import CandidateEvaluator, recalibrate_bn, top1
+from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
 
 GENES, CHOICES = 6, 31
 
@@ -65,7 +65,7 @@ def test_official_breeding_counts():
     population = search.next_population(parents, random.Random(0))
     assert len(population) == 50 and len(set(population)) == 50
     mutated = population[:25]   # each differs from some parent in about 10% of the genes
-    assert all(min(sum(a != b for a, b in zip(m, p)) for p in parents) <= 3 for m in mutated)
+    assert all(min(sum(a != b for a, b in zip(m, p, strict=False)) for p in parents) <= 3 for m in mutated)
     crossed = population[25:50]
     assert all(all(any(g == p[i] for p in parents) for i, g in enumerate(x)) for x in crossed)
 
@@ -133,7 +133,7 @@ def test_bn_recalibration_and_top1():
 
 
 def test_candidate_evaluator_scores_each_encoding_of_a_pruningnet():
-    from networks.pruningnet import build_pruningnet
+    from iccv19.networks.pruningnet import build_pruningnet
 
     torch.manual_seed(0)
     net = build_pruningnet("mobilenetv1", "small", 10, 1)

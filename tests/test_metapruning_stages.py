@@ -9,9 +9,9 @@ import yaml
 from helpers import FAST, run_config
 from lightning.pytorch.callbacks import Callback
 
-from networks.flops import count_flops
-from networks.pruningnet import build_pruned
-from training.errors import ConfigError
+from iccv19.core import ConfigError
+from iccv19.networks.flops import count_flops
+from iccv19.networks.pruningnet import build_pruned
 
 TINY_TRAIN = FAST + ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
                      "logger=csv"]
@@ -68,7 +68,7 @@ def test_killed_search_stage_resumes(tmp_path):
               f"search.state={tmp_path / 'state.json'}"]
     full = run_config(search, tmp_path / "full")
     (tmp_path / "state.json").unlink()
-    import search.evaluate as evaluate
+    import iccv19.search.evaluate as evaluate
 
     original, calls = evaluate.CandidateEvaluator.__call__, []
 
@@ -102,8 +102,8 @@ def test_same_encoding_on_both_ranks_of_cpu_ddp(tmp_path):
     import lightning as L
 
     from datamodules.digits import DigitsDataModule
+    from iccv19.networks.pruningnet import build_pruningnet
     from lightning_modules.pruningnet import PruningNetModule
-    from networks.pruningnet import build_pruningnet
 
     module = PruningNetModule(build_pruningnet("resnet", "small", 10, 1), partial(torch.optim.SGD, lr=0.01),
                               encoding_seed=3)
@@ -125,9 +125,9 @@ def test_search_split_across_two_cpu_ddp_ranks_matches_one_process(tmp_path):
     run_config(["experiment=metapruning_digits", *TINY_TRAIN, "test=false"], train_dir)
     search = ["experiment=metapruning_digits_search", *TINY_SEARCH, "logger=none", *FAST,
               f"search.pruningnet_ckpt={train_dir / 'checkpoints' / 'last.ckpt'}"]
-    run_cli(search, tmp_path / "one")
-    proc = run_cli([*search, "trainer=ddp_cpu"], tmp_path / "two")
-    one = yaml.safe_load((tmp_path / "one" / "top_encodings.yaml").read_text())
-    two = yaml.safe_load((tmp_path / "two" / "top_encodings.yaml").read_text())
+    one = run_cli(search, tmp_path).run_dir
+    proc = run_cli([*search, "trainer=ddp_cpu"], tmp_path)
+    one = yaml.safe_load((one / "top_encodings.yaml").read_text())
+    two = yaml.safe_load((proc.run_dir / "top_encodings.yaml").read_text())
     assert one["top"] == two["top"] and one["uniform"] == two["uniform"]
     assert "[search] found" in proc.stdout + proc.stderr

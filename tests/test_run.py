@@ -1,6 +1,5 @@
 """The foundation end to end: teacher cache, resume, loggers, DDP on CPU, multirun, clear errors."""
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +8,12 @@ import pytest
 import torch
 from helpers import FAST, ROOT, compose_config, run_cli, run_config
 from hydra.utils import instantiate
-from wandb_records import history, offline_runs
+from wandb_records import history, offline_runs, run_info
 
 from datamodules.digits import DigitsDataModule
-from networks.lenet import LeNet5
-from training.errors import ConfigError
-from training.teacher import build_teacher
+from iccv19.core import ConfigError
+from iccv19.networks.lenet import LeNet5
+from lightning_modules.teacher import build_teacher
 
 
 def csv_rows(run_dir: Path) -> list[dict]:
@@ -54,7 +53,8 @@ def test_resume_from_last_checkpoint_continues_at_next_epoch(tmp_path):
     last = first / "checkpoints" / "last.ckpt"
     assert last.is_file() and not list(first.rglob("*.tmp"))
     assert sorted({r["epoch"] for r in csv_rows(first) if r.get("val/acc")}) == ["0", "1"]
-    metrics = run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=3", f"ckpt_path={last}", *FAST], second)
+    metrics = run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=3", f"ckpt_path={last}", *FAST],
+                         second)
     assert sorted({r["epoch"] for r in csv_rows(second) if r.get("val/acc")}) == ["2"]
     assert metrics["test/acc"] > 0.5
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2  # written every epoch
@@ -73,11 +73,15 @@ def test_logs_params_and_flops(tmp_path):
 
 
 def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
-    proc = run_cli(["method=supervised", "model=lenet5", "logger=wandb", "module.optimizer.lr=0.001,0.003", "trainer.max_epochs=1", *FAST],
-                   tmp_path, multirun=True)
+    proc = run_cli(["method=supervised", "model=lenet5", "logger=wandb", "optimizer.lr=0.001,0.003",
+                    "trainer.max_epochs=1", *FAST], tmp_path, multirun=True)
+    assert [job.name for job in proc.run_dirs] == ["0", "1"] and proc.run_dirs[0].parent == proc.run_dirs[1].parent
     runs = offline_runs(tmp_path)
     assert len(runs) == 2 and {r.parents[2].name for r in runs} == {"0", "1"}
+    sweep = proc.run_dirs[0].parent.name
     for run_file in runs:
+        job = run_file.parents[2].name
+        assert run_info(run_file) == {"name": f"supervised/{sweep}/{job}", "group": f"supervised/{sweep}"}
         rows = history(run_file)
         logged = {k for row in rows for k in row}
         assert {"val/acc", "train/loss_epoch", "model/flops", "test/acc"} <= logged
@@ -86,19 +90,20 @@ def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
-    proc = run_cli(["method=supervised", "model=lenet5", "trainer=ddp_cpu", "trainer.max_epochs=2", "callbacks.progress_bar=null", "data.batch_size=32"],
-                   tmp_path)
+    proc = run_cli(["method=supervised", "model=lenet5", "trainer=ddp_cpu", "trainer.max_epochs=2",
+                    "callbacks.progress_bar=null", "data.batch_size=32"], tmp_path)
     out = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out
     assert out.count("[done]") == 1
-    rows = [r for r in csv_rows(tmp_path) if r.get("val/acc")]
+    assert len(proc.run_dirs) == 1   # the second process writes into the first one's run folder
+    rows = [r for r in csv_rows(proc.run_dir) if r.get("val/acc")]
     assert [r["epoch"] for r in rows] == ["0", "1"]  # one row per epoch: rank 0 logs, metrics are synced
     assert float(rows[-1]["val/acc"]) > 0.5
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (proc.run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_missing_dataset_is_one_clear_paragraph(tmp_path):
-    proc = run_cli(["method=supervised", "model=lenet5", "data=cifar10", "model=resnet20", "data.root=/nonexistent"], tmp_path,
+    proc = run_cli(["method=supervised", "data=cifar10", "model=resnet20", "data.root=/nonexistent"], tmp_path,
                    check=False)
     assert proc.returncode == 1
     assert "data.root=/nonexistent" in proc.stderr and "data.download=true" in proc.stderr
@@ -112,9 +117,9 @@ def test_unknown_option_names_the_group_and_the_choices(tmp_path):
 
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
-    cmd = [sys.executable, str(ROOT / "run.py"), "method=supervised", "model=lenet5", "train=false", "test=false", "logger=none", "callbacks=none"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, str(ROOT / "run.py"), "method=supervised", "model=lenet5", "train=false", "test=false",
+           "logger=none", "callbacks=none"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     runs = list((tmp_path / "logs" / "supervised" / "runs").iterdir())

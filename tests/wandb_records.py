@@ -31,16 +31,24 @@ def offline_runs(root: str | Path) -> list[Path]:
     return sorted(Path(root).rglob("offline-run-*/run-*.wandb"))
 
 
-def history(wandb_file: str | Path) -> list[dict]:
-    """Every ``history`` row (one per wandb.log call) as {key: value}."""
+def records(wandb_file: str | Path):
+    """Every protobuf ``Record`` of an offline run, in order."""
     data = Path(wandb_file).read_bytes()
     if data[:4] != b":W&B":
         raise ValueError(f"{wandb_file} is not a wandb transaction log")
-    rows = []
     for chunk in _chunks(data):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(chunk)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({(item.key or "/".join(item.nested_key)): json.loads(item.value_json)
-                         for item in record.history.item})
-    return rows
+        yield record
+
+
+def history(wandb_file: str | Path) -> list[dict]:
+    """Every ``history`` row (one per wandb.log call) as {key: value}."""
+    return [{(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item}
+            for record in records(wandb_file) if record.WhichOneof("record_type") == "history"]
+
+
+def run_info(wandb_file: str | Path) -> dict:
+    """The run's display name and group, from its ``run`` record."""
+    run = next(r.run for r in records(wandb_file) if r.WhichOneof("record_type") == "run")
+    return {"name": run.display_name, "group": run.run_group}

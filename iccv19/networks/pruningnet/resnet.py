@@ -10,8 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.pruningnet.meta import (MAX_CHOICE, ChoiceBatchNorm2d, MetaConv2d, NarrowNet, PruningNet, conv_bn,
-                                      ratios_tensor, width)
+from iccv19.networks.pruningnet.meta import (
+    MAX_CHOICE,
+    ChoiceBatchNorm2d,
+    MetaConv2d,
+    NarrowNet,
+    PruningNet,
+    conv_bn,
+    ratios_tensor,
+    width,
+)
 
 IMAGENET = dict(stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True, stage_widths=(256, 512, 1024, 2048),
                 stage_repeats=(3, 4, 6, 3), stage_strides=(1, 2, 2, 2))
@@ -36,7 +44,7 @@ def layout(stage_widths, stage_repeats, stage_strides, stem_width, **_):
     n = len(stage_widths)
     genes = ["stem_out"] + [f"stage{s + 1}_out" for s in range(n - 1)]
     blocks, inp, in_gene = [], stem_width, 0
-    for s, (out, repeats, stride) in enumerate(zip(stage_widths, stage_repeats, stage_strides)):
+    for s, (out, repeats, stride) in enumerate(zip(stage_widths, stage_repeats, stage_strides, strict=False)):
         out_gene = s + 1 if s < n - 1 else FIXED
         for r in range(repeats):
             genes.append(f"block{len(blocks) + 1}_mid")

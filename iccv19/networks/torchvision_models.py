@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from training.errors import ConfigError
+from iccv19.core import ConfigError
 
 
 class TorchvisionClassifier(nn.Module):
@@ -19,13 +19,18 @@ class TorchvisionClassifier(nn.Module):
                  weights_path: str | None = None):
         super().__init__()
         if (weights or weights_path) and num_classes != 1000:
-            raise ConfigError(f"model.weights / model.weights_path hold ImageNet's 1000 classes but "
-                              f"num_classes={num_classes}: drop the weights or use an ImageNet datamodule.")
+            raise ConfigError(f"weights={weights or weights_path} (model.weights, or teacher.net.weights for the "
+                              f"teacher) hold ImageNet's 1000 classes, but the data has num_classes={num_classes}. "
+                              f"For a teacher on a subset of ImageNet, train one (method=supervised model=resnet34) "
+                              f"and pass teacher=checkpoint teacher.checkpoint=<run>/checkpoints/last.ckpt "
+                              f"model@teacher.net=resnet34; teacher.net.weights=null gives a randomly initialized "
+                              f"teacher (smoke tests only).")
         model = torchvision.models.get_model(arch, num_classes=num_classes)
         if weights_path:
             if not Path(weights_path).is_file():
-                raise ConfigError(f"model.weights_path={weights_path}: no such file. Point it at a torchvision "
-                                  f"state_dict for {arch} (e.g. from torchvision's download URL).")
+                raise ConfigError(f"weights_path={weights_path} (model.weights_path, or teacher.net.weights_path "
+                                  f"for the teacher): no such file. Point it at a torchvision state_dict for "
+                                  f"{arch} (e.g. from torchvision's download URL).")
             model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         elif weights:
             enum = torchvision.models.get_model_weights(arch)[weights]
@@ -33,8 +38,10 @@ class TorchvisionClassifier(nn.Module):
                 model.load_state_dict(enum.get_state_dict(progress=False))
             except Exception as e:  # no network, no cache
                 raise ConfigError(
-                    f"model.weights={weights}: could not fetch {enum.url} ({type(e).__name__}). Copy the file into "
-                    f"{torch.hub.get_dir()}/checkpoints/ or set model.weights_path=/path/to/file.pth.") from e
+                    f"weights={weights} (model.weights, or teacher.net.weights for the teacher): could not fetch "
+                    f"{enum.url} ({type(e).__name__}). Copy the file into {torch.hub.get_dir()}/checkpoints/ or "
+                    f"point model.weights_path (teacher.net.weights_path) at a local copy.") from None
+        self.pretrained = bool(weights or weights_path)
         head_name = "fc" if hasattr(model, "fc") else "classifier"
         self.head = getattr(model, head_name)
         setattr(model, head_name, nn.Identity())

@@ -1,13 +1,15 @@
 """Building the frozen teacher a student learns from: a checkpoint, torchvision weights, or (for the embedded
 digits default) trained on first use and cached, so that a fresh machine runs ``python run.py`` as is."""
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from networks.teacher import FrozenTeacher, load_weights
+from iccv19.core import atomic_torch_save
+from iccv19.networks.teacher import FrozenTeacher, load_weights
+from lightning_modules.classifier import ClassifierModule
 
 
 def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missing: dict | None = None,
@@ -22,11 +24,13 @@ def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missin
         _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
     if checkpoint:
         load_weights(net, checkpoint, key="teacher.checkpoint")
+    elif not getattr(net, "pretrained", False):
+        rank_zero_warn(f"[teacher] {type(net).__name__} has random weights (no teacher.checkpoint, no "
+                       f"teacher.net.weights): distilling from it only tests the pipeline.")
     return FrozenTeacher(net)
 
 
 def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, seed: int = 0):
-    from lightning_modules.classifier import ClassifierModule  # late: lightning_modules import training
 
     if datamodule is None:
         raise ValueError("teacher.train_if_missing needs teacher.datamodule")
@@ -40,7 +44,4 @@ def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, se
         trainer.fit(module, datamodule=datamodule)
         acc = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
     print(f"[teacher] cached teacher test accuracy {acc:.4f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(net.state_dict(), path)

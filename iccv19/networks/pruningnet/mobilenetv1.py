@@ -10,8 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.pruningnet.meta import (MAX_CHOICE, ChoiceBatchNorm2d, MetaConv2d, NarrowNet, PruningNet, conv_bn,
-                                      ratios_tensor, width)
+from iccv19.networks.pruningnet.meta import (
+    MAX_CHOICE,
+    ChoiceBatchNorm2d,
+    MetaConv2d,
+    NarrowNet,
+    PruningNet,
+    conv_bn,
+    ratios_tensor,
+    width,
+)
 
 IMAGENET = dict(stem_width=32, stem_stride=2, widths=(64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024),
                 strides=(1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1))
@@ -69,7 +77,7 @@ class MobileNetV1Narrow(NarrowNet):
         if official_offset_bug:
             genes = [genes[i - 1] for i in range(len(genes))]
         base = layer_widths(**arch)
-        ch = [width(b, c) for b, c in zip(base, genes + [MAX_CHOICE])]
+        ch = [width(b, c) for b, c in zip(base, genes + [MAX_CHOICE], strict=False)]
         layers = [conv_bn(in_channels, ch[0], 3, stem_stride)]
         for i, stride in enumerate(strides):
             layers += [conv_bn(ch[i], ch[i], 3, stride, groups=ch[i]), conv_bn(ch[i], ch[i + 1], 1)]

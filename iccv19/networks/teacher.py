@@ -1,22 +1,10 @@
-"""Loading a frozen teacher network from a Lightning checkpoint or a plain state_dict."""
+"""A frozen teacher network, and loading its weights from a Lightning checkpoint or a plain state_dict."""
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from training.errors import ConfigError
-
-
-def read_state_dict(path: str | Path, key: str = "teacher.checkpoint") -> dict:
-    """A network's state_dict from a Lightning checkpoint (``state_dict`` with a ``net.`` prefix) or a plain one."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}={path}: no such file. Train a teacher first (method=supervised) and point "
-                          f"{key} at its checkpoints/last.ckpt, or at a plain state_dict file.")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    return state
+from iccv19.core import ConfigError, read_state_dict
 
 
 class FrozenTeacher(nn.Module):

@@ -31,7 +31,7 @@ class CifarResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         layers, in_planes = [], widths[0]
-        for i, (n, planes) in enumerate(zip(blocks_per_stage, widths)):
+        for i, (n, planes) in enumerate(zip(blocks_per_stage, widths, strict=False)):
             for j in range(n):
                 layers.append(BasicBlock(in_planes, planes, stride=2 if (i > 0 and j == 0) else 1))
                 in_planes = planes

@@ -7,7 +7,7 @@ not depend on how many candidates were scored before. Under DDP each rank scores
 and the accuracies are gathered.
 """
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -32,7 +32,7 @@ def recalibrate_bn(net: nn.Module, batches: Iterable, device="cpu") -> None:
     for x in batches:
         net((x[0] if isinstance(x, (tuple, list)) else x).to(device))
     net.train(was_training)
-    for bn, momentum in zip(bns, momenta):
+    for bn, momentum in zip(bns, momenta, strict=False):
         bn.momentum = momentum
 
 

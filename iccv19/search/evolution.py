@@ -13,11 +13,11 @@ import json
 import os
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
-from training.errors import ConfigError
+from iccv19.core import ConfigError, atomic_write_text
 
 Encoding = tuple
 
@@ -139,7 +139,7 @@ class EvolutionarySearch:
 
         def cross():
             a, b = rng.sample(parents, 2)
-            return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
+            return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=False))
 
         def fresh():
             return tuple(rng.randrange(n) for _ in range(self.num_genes))
@@ -162,10 +162,7 @@ class EvolutionarySearch:
         state = {"fingerprint": self._fingerprint(), "generation": self.generation,
                  "population": [list(e) for e in self.population], "evaluated": list(self.evaluated.values()),
                  "history": self.history}
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(state))
 
     def load_state(self) -> bool:
         """Resume from the state file if it exists; False when starting fresh."""
@@ -196,7 +193,7 @@ class EvolutionarySearch:
         while self.generation < self.cfg.generations and self.population:   # empty: the space is exhausted
             g = self.generation
             todo = [e for e in self.population if e not in self.evaluated]
-            for encoding, acc in zip(todo, self.evaluate([list(e) for e in todo])):
+            for encoding, acc in zip(todo, self.evaluate([list(e) for e in todo]), strict=False):
                 flops, params = self.budget.cost(encoding)
                 self.evaluated[encoding] = {"encoding": list(encoding), "acc": float(acc), "flops": flops,
                                             "params": params, "generation": g}

@@ -1,6 +1,7 @@
 """Loggers: wandb that goes offline by itself when no API key is configured."""
 import netrc
 import os
+from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -17,9 +18,25 @@ def wandb_api_key_configured() -> bool:
     return bool(auth and auth[2])
 
 
-def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
+def run_name_and_group(save_dir: str) -> tuple[str, str]:
+    """wandb run name and group from the run folder: ``logs/<task>/runs/<time>`` is run ``<task>/<time>`` in
+    group ``<task>``; a multirun job ``logs/<task>/multiruns/<time>/<n>`` is ``<task>/<time>/<n>`` in the
+    sweep's group ``<task>/<time>``, so a sweep's runs sit together on the dashboard."""
+    parts = Path(save_dir).resolve().parts
+    if len(parts) >= 4 and parts[-3] == "multiruns":
+        return "/".join((parts[-4], parts[-2], parts[-1])), "/".join((parts[-4], parts[-2]))
+    if len(parts) >= 3 and parts[-2] == "runs":
+        return "/".join((parts[-3], parts[-1])), parts[-3]
+    return parts[-1], parts[-1]
+
+
+def wandb_logger(offline: bool | None = None, name: str | None = None, group: str | None = None,
+                 **kwargs) -> WandbLogger:
     """A WandbLogger that logs offline when ``offline`` is None and no API key is configured (``WANDB_API_KEY``
-    or ``wandb login``). Offline runs are synced later with ``wandb sync <save_dir>/wandb/offline-run-*``."""
+    or ``wandb login``). Offline runs are synced later with ``wandb sync <save_dir>/wandb/offline-run-*``.
+    ``name``/``group`` None: from the run folder (``run_name_and_group``)."""
+    default_name, default_group = run_name_and_group(kwargs.get("save_dir", "."))
+    kwargs.update(name=name or default_name, group=group or default_group)
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_api_key_configured()
         if offline:

@@ -12,18 +12,19 @@ Under DDP (``trainer=ddp``) every rank scores a slice of each generation and the
 """
 from pathlib import Path
 
-import lightning as L
 import torch
 import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from networks.flops import count_flops, count_params
-from networks.pruningnet import NUM_CHOICES, RATIOS
-from search.evaluate import CandidateEvaluator
-from search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
-from training.errors import ConfigError
+from iccv19.core import ConfigError, read_state_dict
+from iccv19.networks.flops import count_flops, count_params
+from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
+from iccv19.search.evaluate import CandidateEvaluator
+from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
+from iccv19.training.build import fabric_from_trainer_config, instantiate_all
+from iccv19.training.images import log_image
 
 
 def load_pruningnet(cfg: DictConfig):
@@ -33,11 +34,10 @@ def load_pruningnet(cfg: DictConfig):
                           f"(model=pruningnet_mbv2_small, pruningnet_mbv2, ...), the one search.pruningnet_ckpt "
                           f"was trained with.")
     path = cfg.search.get("pruningnet_ckpt")
-    if not path or not Path(str(path)).is_file():
-        raise ConfigError(f"search.pruningnet_ckpt={path}: no such checkpoint. Train a PruningNet first "
-                          f"(method=metapruning) and pass its <run dir>/checkpoints/last.ckpt.")
-    state = torch.load(str(path), map_location="cpu", weights_only=False)
-    weights = {k[len("net."):]: v for k, v in state.get("state_dict", state).items() if k.startswith("net.")}
+    if not path:
+        raise ConfigError("search.pruningnet_ckpt is not set: train a PruningNet first (method=metapruning) and "
+                          "pass its <run dir>/checkpoints/last.ckpt.")
+    weights = read_state_dict(str(path), "search.pruningnet_ckpt")
     try:
         net.load_state_dict(weights)
     except RuntimeError as e:
@@ -112,9 +112,7 @@ def describe(record, net, full_flops) -> dict:
 
 def run_search(cfg: DictConfig) -> dict[str, float]:
     s = cfg.search
-    t = cfg.trainer
-    fabric = L.Fabric(accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1),
-                      strategy=t.get("strategy", "auto"), num_nodes=t.get("num_nodes", 1))
+    fabric = fabric_from_trainer_config(cfg.trainer)
     fabric.launch()
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -129,7 +127,6 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     loggers = []
     if fabric.global_rank == 0:
-        from run import instantiate_all
         loggers = instantiate_all(cfg.get("logger"))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -172,14 +169,14 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         output.write_text(yaml.safe_dump(top, sort_keys=False, default_flow_style=None))
         figure = scatter_figure(ranked, uniform_record, budget, f"{net.arch}: {len(ranked)} candidates")
         figure.savefig(output_dir / "flops_vs_acc.png")
-        from training.images import log_image
         log_image(loggers, "search/flops_vs_acc", figure, step=config.generations)
         for logger in loggers:
             logger.log_metrics(metrics, step=config.generations)
             logger.finalize("success")
         rank_zero_info(
             f"[search] found: {best['flops'] / 1e6:.3f}M FLOPs ({best['flops'] / full_flops:.1%} of the full "
-            f"network), {best['params']:,} parameters, held-out acc {best['acc']:.4f}; uniform {uniform_record['ratio']:.2f}x: "
+            f"network), {best['params']:,} parameters, held-out acc {best['acc']:.4f}; "
+            f"uniform {uniform_record['ratio']:.2f}x: "
             f"{uniform_flops / 1e6:.3f}M FLOPs, held-out acc {uniform_record['acc']:.4f}\n[search] wrote {output}; "
             f"retrain with: python run.py model=pruned model.encoding={output} (model.pick=uniform for the baseline)")
     return metrics

@@ -10,7 +10,7 @@ An *encoding* is a list of choice ids (0..30), one per gene; the gene layout is 
 """
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

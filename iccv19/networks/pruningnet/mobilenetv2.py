@@ -11,8 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.pruningnet.meta import (ChoiceBatchNorm2d, MetaConv2d, NarrowNet, PruningNet, conv_bn,
-                                      ratios_tensor, width)
+from iccv19.networks.pruningnet.meta import (
+    ChoiceBatchNorm2d,
+    MetaConv2d,
+    NarrowNet,
+    PruningNet,
+    conv_bn,
+    ratios_tensor,
+    width,
+)
 
 # Official ImageNet space: 1.4x the standard widths (ratio 1.0 ~ MobileNetV2-1.4), stage repeats [1,1,2,3,4,3,3,1].
 IMAGENET = dict(stem_width=44, stem_stride=2, stage_widths=(22, 33, 44, 88, 132, 224, 448),
@@ -42,7 +49,7 @@ def layout(stem_width, stage_widths, stage_repeats, stage_strides, expand, **_):
     """Gene names and the bottlenecks, shared by the PruningNet and the narrow network."""
     genes = ["stem_out"] + [f"stage{s + 1}_out" for s in range(len(stage_widths))]
     blocks, inp, in_gene = [], stem_width, 0
-    for s, (out, repeats, stride) in enumerate(zip(stage_widths, stage_repeats, stage_strides)):
+    for s, (out, repeats, stride) in enumerate(zip(stage_widths, stage_repeats, stage_strides, strict=False)):
         for r in range(repeats):
             genes.append(f"block{len(blocks) + 1}_mid")
             blocks.append(Block(inp, inp * (1 if s == 0 else expand), out, stride if r == 0 else 1,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from networks.pruningnet import mobilenetv1, mobilenetv2, resnet
-from networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, width
+from iccv19.core import ConfigError
+from iccv19.networks.pruningnet import mobilenetv1, mobilenetv2, resnet
+from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, width
 
 ARCHS = {
     "mobilenetv2": (mobilenetv2.MobileNetV2PruningNet, mobilenetv2),
@@ -21,7 +22,6 @@ SIZES = ("imagenet", "small")
 
 
 def _arch_kwargs(arch: str, size: str, key: str) -> dict:
-    from training.errors import ConfigError
     if arch not in ARCHS:
         raise ConfigError(f"{key}.arch={arch!r}: unknown PruningNet architecture; choose one of {sorted(ARCHS)}.")
     if size not in SIZES:
@@ -44,7 +44,6 @@ def narrow_network(arch: str, arch_kwargs: dict, encoding, **options):
 
 
 def load_encoding_file(path) -> dict:
-    from training.errors import ConfigError
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.encoding={path}: file not found. Point it at the top-encodings YAML the search "
@@ -60,7 +59,6 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
     ``uniform`` baseline) or a hand-written one (``arch``, ``size``, ``encoding``). ``pick`` selects ``best``
     (= 0), an index into ``top``, or ``uniform``. ``num_classes``/``in_channels`` override the saved ones.
     """
-    from training.errors import ConfigError
     spec = load_encoding_file(encoding)
     arch = spec.get("arch")
     kwargs = dict(spec["arch_kwargs"]) if "arch_kwargs" in spec else _arch_kwargs(arch, spec.get("size", "small"),

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from losses.kd import kd_loss
+from iccv19.losses.kd import kd_loss
 
 
 def one_hot_loss(teacher_logits: torch.Tensor) -> torch.Tensor:

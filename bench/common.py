@@ -1,0 +1,79 @@
+"""What every bench/ table script shares: run the pipeline as a user types it, read back what it wrote, and
+print/write tables the same way.
+
+    from common import run_many, pm, write_section
+    records = run_many([["method=kd", "seed=0"], ["method=cckd", "seed=0"]], workdir)   # python run.py ...
+    records[0]["metrics"]["test/acc"], records[0]["wall_time_s"], records[0]["run_dir"]
+
+Every run writes ``metrics.json`` beside its checkpoints (run.py): ``metrics`` (test/*, val/*, model/flops,
+model/params, ...), ``wall_time_s`` and ``command``. ``±`` in every table is the sample standard deviation
+(n - 1 in the denominator) over seeds.
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results.md"
+QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run(args: list[str], workdir: str | Path, threads: int = 1, timeout: float | None = None) -> dict:
+    """``python run.py <args>`` started in ``workdir`` (its run folder lands under ``workdir/logs``); returns the
+    run's ``metrics.json`` record with ``run_dir`` added. ``threads``: torch/OpenMP threads of the run."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    before = set(workdir.glob("logs/*/runs/*"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args, *QUIET], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"python run.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    run_dir = max(set(workdir.glob("logs/*/runs/*")) - before, key=lambda p: p.stat().st_mtime_ns)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    record["run_dir"] = str(run_dir)
+    return record
+
+
+def run_many(arg_lists: list[list[str]], workdir: str | Path, jobs: int = 2, threads: int = 1,
+             verbose: bool = True) -> list[dict]:
+    """``run`` for each argument list, ``jobs`` at a time (each run in its own sub-folder of ``workdir``), in
+    order. Two single-threaded jobs use this machine's two cores best for small networks."""
+    def one(item):
+        i, args = item
+        record = run(args, Path(workdir) / f"job{i:03d}", threads)
+        if verbose:
+            acc = record["metrics"].get("test/acc")
+            print(f"[bench] {' '.join(args)}: test/acc {acc if acc is None else f'{100 * acc:.2f}'} "
+                  f"({record['wall_time_s']:.0f} s)", flush=True)
+        return record
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, enumerate(arg_lists)))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    values = list(values)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± sd`` of ``values`` times ``scale`` (accuracies in percent by default)."""
+    mean, sd = mean_sd([scale * v for v in values])
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def write_section(name: str, text: str, path: Path = RESULTS) -> None:
+    """Replaces what stands between ``<!-- name:start -->`` and ``<!-- name:end -->`` in docs/results.md
+    (appends the section when it is not there yet)."""
+    content = path.read_text() if path.is_file() else ""
+    block = f"<!-- {name}:start -->\n{text.rstrip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    content = pattern.sub(lambda _: block, content) if pattern.search(content) else f"{content.rstrip()}\n\n{block}\n"
+    path.write_text(content)
