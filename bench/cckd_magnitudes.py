@@ -55,7 +55,7 @@ def main():
         e_s, e_t = loss.embed(f_s, f_t)
         kd = terms["kd"].item()
         print(f"student: {'trained CCKD run' if args.student else 'fresh LeNet-5-half'}; CE {terms['ce']:.3g}, "
-              f"T^2 KD (T 4) {kd:.3g}\n")
+              f"T^2 KD (T {loss.temperature:g}) {kd:.3g}\n")
         print("| CC form | CC value | cc_weight that makes cc_weight x CC = KD |\n|---|---|---|")
         for label, (normalize, variant, reduction) in FORMS.items():
             cc = correlation_congruence_loss(e_s, e_t, normalize=normalize, variant=variant,

@@ -57,9 +57,9 @@ def main():
     teacher, teacher_acc = (args.teacher, None) if args.teacher else train_teacher(data_root, workdir)
 
     grid = [(setting, row, seed) for setting in SETTINGS for row in ROWS for seed in args.seeds]
-    records = run_many([[*ROWS[row], *SETTINGS[setting], *COMMON, f"data.root={data_root}",
-                         f"teacher.checkpoint={teacher}", f"seed={seed}"] for setting, row, seed in grid],
-                       workdir / "runs", jobs=args.jobs)
+    records = run_many([[*ROWS[row], *SETTINGS[setting], *COMMON, f"data.root={data_root}", f"seed={seed}",
+                         *([] if "method=supervised" in ROWS[row] else [f"teacher.checkpoint={teacher}"])]
+                        for setting, row, seed in grid], workdir / "runs", jobs=args.jobs)
     acc = {}
     for (setting, row, _), record in zip(grid, records, strict=True):
         acc.setdefault((setting, row), []).append(record["metrics"]["test/acc"])
