@@ -32,12 +32,23 @@ PAIRS = {  # name: (student factory, teacher factory, input shape)
 }
 
 
-def make_module(pair: str, beta: float, device) -> CCKDModule:
+def criterion(loss: str):
+    """The criterion of ``conf/loss/<loss>.yaml`` (its defaults: the YAML is their one source), as run.py builds it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return instantiate(compose("config", overrides=[f"loss={loss}"]).loss)
+
+
+def make_module(pair: str, loss: str, device) -> CCKDModule:
     student, teacher, _ = PAIRS[pair]
     torch.manual_seed(0)
     optimizer = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)  # noqa: E731
-    module = CCKDModule(student(), FrozenTeacher(teacher()), optimizer=optimizer,
-                        loss={"beta": beta}, heatmap_every_n_epochs=0)
+    module = CCKDModule(student(), FrozenTeacher(teacher()), optimizer=optimizer, loss=criterion(loss),
+                        heatmap_every_n_epochs=0)
     return module.to(device)
 
 
@@ -65,7 +76,7 @@ def step_time(module: CCKDModule, x, y, steps: int) -> float:
 def bench_cc_overhead(pair, device, batches, steps, repeats):
     print(f"\n[1] CCKD / KD-only step time ({pair}, {device}); goal <= 1.10 at batch 256")
     print(f"{'batch':>6} {'KD ms':>9} {'CCKD ms':>9} {'ratio':>7}")
-    kd, cckd = make_module(pair, 0.0, device), make_module(pair, 100.0, device)
+    kd, cckd = make_module(pair, "kd", device), make_module(pair, "cckd", device)
     shape = PAIRS[pair][2]
     for n in batches:
         x, y = torch.randn(n, *shape, device=device), torch.randint(0, 10, (n,), device=device)
@@ -94,7 +105,7 @@ class Timer(L.Callback):
 
 
 def lightning_time(pair, device, loader, steps, warmup) -> float:
-    module = make_module(pair, 100.0, device)
+    module = make_module(pair, "cckd", device)
     timer = Timer(warmup)
     trainer = L.Trainer(accelerator="gpu" if torch.device(device).type == "cuda" else "cpu", devices=1,
                         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -104,7 +115,7 @@ def lightning_time(pair, device, loader, steps, warmup) -> float:
 
 
 def plain_time(pair, device, loader, steps, warmup) -> float:
-    module = make_module(pair, 100.0, device)
+    module = make_module(pair, "cckd", device)
     optimizer = module.configure_optimizers()
     module.train()
     step, start = 0, None

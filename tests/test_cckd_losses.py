@@ -90,6 +90,16 @@ def test_torchdistill_variant_is_unsquared_frobenius_over_n2():
     assert paper.item() == pytest.approx(11.0 / 4)
 
 
+def test_reduction_sum_is_n2_times_mean():
+    s = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # bilinear, unnormalized: sum of squared diffs 9 + 1 + 1 + 0 = 11
+    total = correlation_congruence_loss(s, t, kernel="bilinear", normalize=False, reduction="sum")
+    assert total.item() == pytest.approx(11.0)
+    frobenius = correlation_congruence_loss(s, t, kernel="bilinear", normalize=False, variant="torchdistill",
+                                            reduction="sum")
+    assert frobenius.item() == pytest.approx(math.sqrt(11.0))
+
+
 def test_repdistiller_variant_consecutive_products():
     s = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]])
     t = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
@@ -101,6 +111,8 @@ def test_repdistiller_variant_consecutive_products():
 def test_bad_options_raise():
     with pytest.raises(ValueError, match="loss.kernel"):
         correlation_congruence_loss(S, T, kernel="cosine")
+    with pytest.raises(ValueError, match="loss.reduction"):
+        correlation_congruence_loss(S, T, reduction="batchmean")
     with pytest.raises(ValueError, match="loss.variant"):
         correlation_congruence_loss(S, T, variant="other")
     with pytest.raises(ValueError, match="embed_dim"):

@@ -19,14 +19,23 @@ Kernels ``k`` (``kernel=``):
 
 Variants of the loss (``variant=``), so published baselines can be reproduced:
 
-* ``"paper"``: the formula above (mean squared difference of the two matrices).
-* ``"torchdistill"``: torchdistill's ``CCKDLoss``: the *unsquared* Frobenius norm ``||C_s - C_t||_F / n^2``;
-  torchdistill also does not L2-normalize, so use it with ``normalize=False`` to reproduce its recipes.
+* ``"paper"``: the formula above: squared differences summed over the n x n entries, then (``reduction``)
+  divided by n^2 (``"mean"``, the paper's 1/n^2) or not (``"sum"``).
+* ``"torchdistill"``: torchdistill's ``CCKDLoss``: the *unsquared* Frobenius norm ``||C_s - C_t||_F``, divided by
+  n^2 with ``reduction="mean"`` (its ``batchmean``); torchdistill also does not L2-normalize, so use it with
+  ``normalize=False`` to reproduce its recipes.
 * ``"repdistiller"``: RepDistiller's ``Correlation`` (the simplification its authors were given):
   ``d = |f_s - f_t|``, ``L = mean_i sum_k d[i, k] * d[i + 1, k]`` over consecutive samples of the batch; no
   kernel and no matrix (``kernel``/``gamma``/``order`` are ignored). RepDistiller does not normalize either.
 
 ``normalize`` (default True, as in the paper) L2-normalizes each embedding before the kernel.
+
+Scale. With ``normalize=True`` every Taylor-RBF entry lies in [exp(-2 gamma)(1 - 2 gamma + 2 gamma^2), exp(-2 gamma)
+(1 + 2 gamma + 2 gamma^2)] = [0.23, 0.95] at gamma 0.4, so the mean squared difference of two such matrices is
+small (about 1e-3 to 1e-2 between a trained teacher and a student: docs/parity.md lists measured values) and the
+paper-form weight must be large (about 100) for the term to matter; ``reduction="sum"`` multiplies it by n^2.
+On unnormalized embeddings the entries grow with ``(x.y)^P`` and the term is orders of magnitude larger, which
+is the scale torchdistill's weight 0.003 was set for.
 """
 import math
 
@@ -35,6 +44,7 @@ import torch.nn.functional as F
 
 KERNELS = ("rbf_taylor", "rbf", "bilinear", "mmd")
 VARIANTS = ("paper", "torchdistill", "repdistiller")
+REDUCTIONS = ("mean", "sum")
 
 
 def correlation_matrix(features: torch.Tensor, kernel: str = "rbf_taylor", gamma: float = 0.4,
@@ -61,13 +71,15 @@ def correlation_matrix(features: torch.Tensor, kernel: str = "rbf_taylor", gamma
 
 def correlation_congruence_loss(student: torch.Tensor, teacher: torch.Tensor, kernel: str = "rbf_taylor",
                                 gamma: float = 0.4, order: int = 2, normalize: bool = True,
-                                variant: str = "paper") -> torch.Tensor:
+                                variant: str = "paper", reduction: str = "mean") -> torch.Tensor:
     """CC loss between student and teacher embeddings, both (n, d); options: see the module docstring."""
     if student.shape != teacher.shape:
         raise ValueError(f"student embeddings {tuple(student.shape)} and teacher embeddings "
                          f"{tuple(teacher.shape)} must have the same shape (set loss.embed_dim)")
     if variant not in VARIANTS:
         raise ValueError(f"loss.variant={variant!r} is not a CC variant; choose one of {', '.join(VARIANTS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss.reduction={reduction!r}: choose one of {', '.join(REDUCTIONS)}")
     if normalize:
         student, teacher = F.normalize(student, dim=1), F.normalize(teacher, dim=1)
     if variant == "repdistiller":
@@ -76,6 +88,5 @@ def correlation_congruence_loss(student: torch.Tensor, teacher: torch.Tensor, ke
     n = student.shape[0]
     c_s = correlation_matrix(student, kernel, gamma, order)
     diff = c_s - correlation_matrix(teacher, kernel, gamma, order)
-    if variant == "torchdistill":
-        return torch.linalg.matrix_norm(diff) / n**2
-    return diff.pow(2).sum() / n**2
+    loss = torch.linalg.matrix_norm(diff) if variant == "torchdistill" else diff.pow(2).sum()
+    return loss / n**2 if reduction == "mean" else loss
