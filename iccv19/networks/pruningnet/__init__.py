@@ -11,7 +11,7 @@ import yaml
 
 from iccv19.core import ConfigError
 from iccv19.networks.pruningnet import mobilenetv1, mobilenetv2, resnet
-from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, width
+from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, official_weight_decay, width
 
 ARCHS = {
     "mobilenetv2": (mobilenetv2.MobileNetV2PruningNet, mobilenetv2),
@@ -88,4 +88,4 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
 
 
 __all__ = ["RATIOS", "NUM_CHOICES", "MAX_CHOICE", "width", "PruningNet", "ARCHS", "build_pruningnet",
-           "narrow_network", "build_pruned", "load_encoding_file"]
+           "narrow_network", "build_pruned", "load_encoding_file", "official_weight_decay"]
