@@ -3,17 +3,25 @@
 1. PruningNet training step (generate + crop weights, choice BN) vs the same network as an ordinary fixed
    network, both at full width: time ratio (goal <= 1.5) and peak memory of each (own process each).
 2. Candidates scored per minute on digits (BN recalibration + held-out top-1), the search's inner loop.
+3. ``--step-ratio``: ``PruningNetModule``'s training step in a Lightning Trainer vs a plain PyTorch loop of the same
+   PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD optimizer (issue 13 item 5:
+   MobileNetV2 PruningNet, batch 8, 224x224; goal <= 1.0). Own process each; median step time after warm-up.
 
     python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]
+    python bench/bench_metapruning.py --step-ratio [--size imagenet --batch 8 --steps 8 --threads 1]
 """
 import argparse
 import multiprocessing as mp
 import random
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root, in spawned processes too
 
 
 def build(arch, size, pruning, device):
@@ -64,6 +72,59 @@ def isolated(*args):
     return result
 
 
+def step_times(mode, size, batch, steps, threads, queue):
+    """Per-step wall times of the PruningNet training step: ``plain`` loop or ``lightning`` (PruningNetModule)."""
+    from functools import partial
+
+    import lightning as L
+
+    from lightning_modules.pruningnet import PruningNetModule
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net, shape, classes = build("mobilenetv2", size, True, "cpu")
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, classes, (batch,))
+    optimizer = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    times, total = [], steps + 2
+    if mode == "plain":
+        opt = optimizer(net.parameters())
+        for step in range(total):
+            start = time.perf_counter()
+            net.set_encoding(net.random_encoding(random.Random(step)))
+            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+    else:
+        class Timer(L.Callback):
+            def on_train_batch_start(self, *_):
+                self.start = time.perf_counter()
+
+            def on_train_batch_end(self, *_):
+                times.append(time.perf_counter() - self.start)
+
+        module = PruningNetModule(net, optimizer, label_smoothing=0.1)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.repeat(total, 1, 1, 1), y.repeat(total)),
+                                           batch_size=batch)
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            callbacks=[Timer()])
+        trainer.fit(module, data)
+    queue.put(sorted(times[2:])[len(times[2:]) // 2])
+
+
+def isolated_steps(*args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=step_times, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
     from iccv19.networks.pruningnet import build_pruningnet
@@ -91,7 +152,15 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--search-seconds", type=float, default=20)
+    parser.add_argument("--step-ratio", action="store_true", help="PruningNetModule step vs a plain loop, then exit")
     args = parser.parse_args()
+    if args.step_ratio:
+        plain = isolated_steps("plain", args.size, args.batch, args.steps, args.threads)
+        lightning = isolated_steps("lightning", args.size, args.batch, args.steps, args.threads)
+        print(f"MobileNetV2 PruningNet ({args.size}, batch {args.batch}, {args.threads} thread(s), CPU): plain loop "
+              f"{1e3 * plain:.0f} ms/step, PruningNetModule {1e3 * lightning:.0f} ms/step, ratio "
+              f"{lightning / plain:.3f} (goal <= 1.0)")
+        return
     print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}")
     print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* "
           "| PruningNet peak MB* |")
