@@ -9,6 +9,7 @@
 
     python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]
     python bench/bench_metapruning.py --step-ratio [--size imagenet --batch 8 --steps 8 --threads 1]
+    python bench/bench_metapruning.py --bn-recal <digits PruningNet run>/checkpoints/last.ckpt
 """
 import argparse
 import multiprocessing as mp
@@ -125,6 +126,38 @@ def isolated_steps(*args):
     return result
 
 
+def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
+    """Both BN recalibrations on a trained digits PruningNet (``--bn-recal <last.ckpt>``): held-out top-1 of random
+    encodings, and how much a score moves when the same encoding is scored again (the official reshuffles)."""
+    from datamodules.digits import DigitsDataModule
+    from iccv19.core import read_state_dict
+    from iccv19.networks.pruningnet import build_pruningnet
+    from iccv19.search.evaluate import CandidateEvaluator
+
+    torch.set_num_threads(threads)
+    dm = DigitsDataModule(batch_size=64, holdout=180)
+    dm.setup()
+    net = build_pruningnet("mobilenetv2", "small", 10, 1)
+    net.load_state_dict(read_state_dict(ckpt, "--bn-recal"))
+    fixed = torch.utils.data.Subset(dm.train_set, torch.randperm(len(dm.train_set),
+                                    generator=torch.Generator().manual_seed(0))[:512].tolist())
+    ours = CandidateEvaluator(net, torch.utils.data.DataLoader(fixed, batch_size=128), dm.val_dataloader())
+    rng = random.Random(0)
+    encodings = [net.random_encoding(rng) for _ in range(candidates)]
+    mean = lambda v: sum(v) / len(v)   # noqa: E731
+    moved = lambda x, y: mean([abs(p - q) for p, q in zip(x, y, strict=True)])   # noqa: E731
+    a, a2 = ours(encodings), ours(encodings)
+    print(f"BN recalibration on digits ({candidates} random encodings, 180 held-out images): cumulative (ours, "
+          f"4 x 128 fixed images) mean top-1 {100 * mean(a):.2f}%, |change| when rescored {100 * moved(a, a2):.2f}")
+    for batches, size in ((4, 128), (40, 32)):
+        shuffled = torch.utils.data.DataLoader(dm.train_set, batch_size=size, shuffle=True,
+                                               generator=torch.Generator().manual_seed(0))
+        official = CandidateEvaluator(net, shuffled, dm.val_dataloader(), calib_batches=batches, momentum=0.1)
+        b, b2 = official(encodings), official(encodings)
+        print(f"  official (momentum 0.1, {batches} x {size} reshuffled images): mean top-1 {100 * mean(b):.2f}%, "
+              f"|change| when rescored {100 * moved(b, b2):.2f}", flush=True)
+
+
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
     from iccv19.networks.pruningnet import build_pruningnet
@@ -153,7 +186,11 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--search-seconds", type=float, default=20)
     parser.add_argument("--step-ratio", action="store_true", help="PruningNetModule step vs a plain loop, then exit")
+    parser.add_argument("--bn-recal", metavar="CKPT", help="compare the BN recalibrations on a digits PruningNet")
     args = parser.parse_args()
+    if args.bn_recal:
+        bn_recalibration(args.bn_recal, 30, args.threads)
+        return
     if args.step_ratio:
         plain = isolated_steps("plain", args.size, args.batch, args.steps, args.threads)
         lightning = isolated_steps("lightning", args.size, args.batch, args.steps, args.threads)
