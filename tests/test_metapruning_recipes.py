@@ -184,3 +184,41 @@ def test_imagenet_crop_scale_is_checked():
 
     with pytest.raises(ConfigError, match="data.crop_scale"):
         ImageNetDataModule(root="/nowhere", crop_scale=[0.5, 0.1])
+
+
+ENCODING = {"arch": "mobilenetv2", "size": "small", "encoding": [5] * 11}
+
+
+@pytest.mark.parametrize("recipe, module", [
+    ("metapruning_then_cckd", "lightning_modules.cckd.CCKDModule"),
+    ("metapruning_then_dafl", "lightning_modules.dafl.GeneratorThenStudentModule")])
+def test_composition_recipes_put_the_pruned_network_under_the_method(recipe, module, tmp_path):
+    import yaml
+
+    path = tmp_path / "enc.yaml"
+    path.write_text(yaml.safe_dump(ENCODING))
+    cfg = compose_config([f"experiment={recipe}", f"model.encoding={path}"], tmp_path)
+    assert cfg.module._target_ == module and cfg.model._target_ == "iccv19.networks.pruningnet.build_pruned"
+    net = instantiate(cfg.model)
+    assert net.encoding == [5] * 11 and net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    if recipe == "metapruning_then_cckd":   # the same optimizer and schedule as metapruning_digits_retrain
+        retrain = compose_config(["experiment=metapruning_digits_retrain", f"model.encoding={path}"], tmp_path)
+        assert cfg.optimizer == retrain.optimizer and cfg.scheduler == retrain.scheduler
+        assert cfg.trainer.max_epochs == retrain.trainer.max_epochs == 30
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["metapruning_then_cckd", "metapruning_then_dafl"])
+def test_composition_recipes_run_from_the_command_line(recipe, tmp_path):
+    import json
+
+    import yaml
+    from helpers import run_cli
+
+    path = tmp_path / "enc.yaml"
+    path.write_text(yaml.safe_dump(ENCODING))
+    proc = run_cli([f"experiment={recipe}", f"model.encoding={path}", "trainer.max_epochs=1",
+                    "+trainer.limit_train_batches=2", "callbacks.progress_bar=null"], tmp_path / "work")
+    metrics = json.loads((proc.run_dir / "metrics.json").read_text())["metrics"]
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["model/flops"] > 0
