@@ -3,17 +3,26 @@
 1. PruningNet training step (generate + crop weights, choice BN) vs the same network as an ordinary fixed
    network, both at full width: time ratio (goal <= 1.5) and peak memory of each (own process each).
 2. Candidates scored per minute on digits (BN recalibration + held-out top-1), the search's inner loop.
+3. ``--step-ratio``: ``PruningNetModule``'s training step in a Lightning Trainer vs a plain PyTorch loop of the same
+   PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD optimizer (issue 13 item 5:
+   MobileNetV2 PruningNet, batch 8, 224x224; goal <= 1.0). Own process each; median step time after warm-up.
 
     python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]
+    python bench/bench_metapruning.py --step-ratio [--size imagenet --batch 8 --steps 8 --threads 1]
+    python bench/bench_metapruning.py --bn-recal <digits PruningNet run>/checkpoints/last.ckpt
 """
 import argparse
 import multiprocessing as mp
 import random
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root, in spawned processes too
 
 
 def build(arch, size, pruning, device):
@@ -64,6 +73,91 @@ def isolated(*args):
     return result
 
 
+def step_times(mode, size, batch, steps, threads, queue):
+    """Per-step wall times of the PruningNet training step: ``plain`` loop or ``lightning`` (PruningNetModule)."""
+    from functools import partial
+
+    import lightning as L
+
+    from lightning_modules.pruningnet import PruningNetModule
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net, shape, classes = build("mobilenetv2", size, True, "cpu")
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, classes, (batch,))
+    optimizer = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    times, total = [], steps + 2
+    if mode == "plain":
+        opt = optimizer(net.parameters())
+        for step in range(total):
+            start = time.perf_counter()
+            net.set_encoding(net.random_encoding(random.Random(step)))
+            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+    else:
+        class Timer(L.Callback):
+            def on_train_batch_start(self, *_):
+                self.start = time.perf_counter()
+
+            def on_train_batch_end(self, *_):
+                times.append(time.perf_counter() - self.start)
+
+        module = PruningNetModule(net, optimizer, label_smoothing=0.1)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.repeat(total, 1, 1, 1), y.repeat(total)),
+                                           batch_size=batch)
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            callbacks=[Timer()])
+        trainer.fit(module, data)
+    queue.put(sorted(times[2:])[len(times[2:]) // 2])
+
+
+def isolated_steps(*args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=step_times, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
+    """Both BN recalibrations on a trained digits PruningNet (``--bn-recal <last.ckpt>``): held-out top-1 of random
+    encodings, and how much a score moves when the same encoding is scored again (the official reshuffles)."""
+    from datamodules.digits import DigitsDataModule
+    from iccv19.core import read_state_dict
+    from iccv19.networks.pruningnet import build_pruningnet
+    from iccv19.search.evaluate import CandidateEvaluator
+
+    torch.set_num_threads(threads)
+    dm = DigitsDataModule(batch_size=64, holdout=180)
+    dm.setup()
+    net = build_pruningnet("mobilenetv2", "small", 10, 1)
+    net.load_state_dict(read_state_dict(ckpt, "--bn-recal"))
+    fixed = torch.utils.data.Subset(dm.train_set, torch.randperm(len(dm.train_set),
+                                    generator=torch.Generator().manual_seed(0))[:512].tolist())
+    ours = CandidateEvaluator(net, torch.utils.data.DataLoader(fixed, batch_size=128), dm.val_dataloader())
+    rng = random.Random(0)
+    encodings = [net.random_encoding(rng) for _ in range(candidates)]
+    mean = lambda v: sum(v) / len(v)   # noqa: E731
+    moved = lambda x, y: mean([abs(p - q) for p, q in zip(x, y, strict=True)])   # noqa: E731
+    a, a2 = ours(encodings), ours(encodings)
+    print(f"BN recalibration on digits ({candidates} random encodings, 180 held-out images): cumulative (ours, "
+          f"4 x 128 fixed images) mean top-1 {100 * mean(a):.2f}%, |change| when rescored {100 * moved(a, a2):.2f}")
+    for batches, size in ((4, 128), (40, 32)):
+        shuffled = torch.utils.data.DataLoader(dm.train_set, batch_size=size, shuffle=True,
+                                               generator=torch.Generator().manual_seed(0))
+        official = CandidateEvaluator(net, shuffled, dm.val_dataloader(), calib_batches=batches, momentum=0.1)
+        b, b2 = official(encodings), official(encodings)
+        print(f"  official (momentum 0.1, {batches} x {size} reshuffled images): mean top-1 {100 * mean(b):.2f}%, "
+              f"|change| when rescored {100 * moved(b, b2):.2f}", flush=True)
+
+
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
     from iccv19.networks.pruningnet import build_pruningnet
@@ -91,7 +185,19 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--search-seconds", type=float, default=20)
+    parser.add_argument("--step-ratio", action="store_true", help="PruningNetModule step vs a plain loop, then exit")
+    parser.add_argument("--bn-recal", metavar="CKPT", help="compare the BN recalibrations on a digits PruningNet")
     args = parser.parse_args()
+    if args.bn_recal:
+        bn_recalibration(args.bn_recal, 30, args.threads)
+        return
+    if args.step_ratio:
+        plain = isolated_steps("plain", args.size, args.batch, args.steps, args.threads)
+        lightning = isolated_steps("lightning", args.size, args.batch, args.steps, args.threads)
+        print(f"MobileNetV2 PruningNet ({args.size}, batch {args.batch}, {args.threads} thread(s), CPU): plain loop "
+              f"{1e3 * plain:.0f} ms/step, PruningNetModule {1e3 * lightning:.0f} ms/step, ratio "
+              f"{lightning / plain:.3f} (goal <= 1.0)")
+        return
     print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}")
     print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* "
           "| PruningNet peak MB* |")

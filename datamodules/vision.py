@@ -2,6 +2,9 @@
 ``data.download=true``)."""
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
 from torchvision import datasets
 from torchvision import transforms as T
 
@@ -66,15 +69,46 @@ class CIFAR100DataModule(CIFAR10DataModule):
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
+class Lighting:
+    """AlexNet-style PCA lighting noise as the official MetaPruning scripts apply it (``utils.Lighting``): on the
+    PIL image (0..255), ``eigvec @ (alpha * eigval)`` with ``alpha ~ N(0, alphastd)`` added per channel, clipped
+    and cast back to uint8 (truncating). With ImageNet's eigenvalues the shift is a fraction of one gray level,
+    so after the cast it lowers a channel by one level where its shift is negative: reproduced as it is."""
+
+    eigval = np.array([0.2175, 0.0188, 0.0045])
+    eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+    def __init__(self, alphastd: float):
+        self.alphastd = alphastd
+
+    def __call__(self, img):
+        if self.alphastd == 0:
+            return img
+        alpha = (torch.randn(3).numpy() * self.alphastd).astype("float32")
+        shift = (self.eigvec @ (alpha * self.eigval).reshape(3, 1)).reshape(3)
+        pixels = np.asarray(img)
+        out = np.clip(pixels + shift, 0, 255) if pixels.dtype == np.uint8 else pixels + shift
+        return Image.fromarray(out.astype(pixels.dtype), "RGB")
+
+    def __repr__(self):
+        return f"Lighting(alphastd={self.alphastd})"
+
+
 class ImageNetDataModule(ClassificationDataModule):
-    """ImageFolder train/ and val/ (one sub-folder per class). RandomResizedCrop + flip for training,
-    Resize(256) + CenterCrop(224) for evaluation."""
+    """ImageFolder train/ and val/ (one sub-folder per class). RandomResizedCrop(scale=crop_scale) (+ PCA lighting
+    noise when ``lighting`` > 0, official MetaPruning: 0.1) + flip for training, Resize(256) + CenterCrop(224) for
+    evaluation."""
 
     num_classes, in_channels = 1000, 3
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, image_size: int = 224, num_classes: int = 1000, **kwargs):
+    def __init__(self, image_size: int = 224, num_classes: int = 1000, lighting: float = 0.0,
+                 crop_scale=(0.08, 1.0), **kwargs):
         self.num_classes, self.image_size = num_classes, image_size  # subsets (e.g. 100 classes) are common
+        self.lighting, self.crop_scale = float(lighting), tuple(crop_scale)
+        if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise ConfigError(f"data.crop_scale={list(crop_scale)}: RandomResizedCrop's area range, two numbers "
+                              f"0 < lo <= hi <= 1 (official: [0.08, 1.0]).")
         super().__init__(**kwargs)
         if self.download:
             raise ConfigError("data.download=true: ImageNet cannot be downloaded automatically. Get it from "
@@ -86,7 +120,9 @@ class ImageNetDataModule(ClassificationDataModule):
                  "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG", download_hint=False)
         size = self.image_size
         if augment:
-            tf = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+            tf = [T.RandomResizedCrop(size, scale=self.crop_scale)]
+            tf += [Lighting(self.lighting)] if self.lighting else []
+            tf += [T.RandomHorizontalFlip()]
         else:
             tf = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
         dataset = datasets.ImageFolder(str(Path(self.root) / split),

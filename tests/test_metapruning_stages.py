@@ -13,6 +13,8 @@ from iccv19.core import ConfigError
 from iccv19.networks.flops import count_flops
 from iccv19.networks.pruningnet import build_pruned
 
+pytestmark = pytest.mark.e2e   # every test here runs the stages through run.run or a Trainer
+
 TINY_TRAIN = FAST + ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
                      "logger=csv"]
 TINY_SEARCH = ["search.population=4", "search.generations=2", "search.parents=2", "search.mutations=2",
@@ -38,7 +40,10 @@ def test_three_digits_stages_end_to_end(tmp_path):
     assert [r["search/best_acc"] != "" for r in rows if r["step"] in ("0", "1")].count(True) == 2
 
     # the narrow network's FLOPs (torch.utils.flop_counter) equal the search's for the same encoding
-    for pick, entry in (("best", top["top"][0]), ("uniform", top["uniform"]), (1, top["top"][1])):
+    assert top["random"] and all(r["flops"] <= budget["max_flops"] and r["generation"] == 0 for r in top["random"])
+    assert budget["counter"] == "torch"
+    for pick, entry in (("best", top["top"][0]), ("uniform", top["uniform"]), (1, top["top"][1]),
+                        ("random", top["random"][0]), ("random1", top["random"][1])):
         narrow = build_pruned(str(search_dir / "top_encodings.yaml"), pick=pick)
         assert narrow.encoding == entry["encoding"]
         assert count_flops(narrow, (1, 32, 32)) == entry["flops"]

@@ -2,9 +2,15 @@
 
 As in the official search: reset the BN running statistics, run training batches in train mode (no gradient) to
 recompute them for this encoding, then measure top-1 on a validation split held out of the training set.
-The BN statistics are a cumulative average over the calibration batches (momentum=None), so the result does
-not depend on how many candidates were scored before. Under DDP each rank scores a slice of the population
-and the accuracies are gathered.
+
+Two recalibrations (``search.bn_recalibration``):
+
+* ``cumulative`` (ours, default): a cumulative average (momentum=None) over one fixed set of calibration batches,
+  the same for every candidate, so a score does not depend on which candidates were scored before it.
+* ``official``: running statistics with momentum 0.1 over the first ``calib_batches`` of a reshuffled training
+  loader, as liuzechun/MetaPruning's ``infer`` (each candidate sees other batches).
+
+Under DDP each rank scores a slice of the population and the accuracies are gathered.
 """
 import itertools
 from collections.abc import Iterable
@@ -20,13 +26,14 @@ def _take(batches: Iterable, limit: int | None) -> Iterable:
 
 
 @torch.no_grad()
-def recalibrate_bn(net: nn.Module, batches: Iterable, device="cpu") -> None:
-    """Recompute every BatchNorm's running statistics over ``batches`` (images, or (images, labels) pairs)."""
+def recalibrate_bn(net: nn.Module, batches: Iterable, device="cpu", momentum: float | None = None) -> None:
+    """Recompute every BatchNorm's running statistics over ``batches`` (images, or (images, labels) pairs):
+    a cumulative average (``momentum=None``) or exponential averaging with ``momentum`` from reset statistics."""
     bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None
+        bn.momentum = momentum
     was_training = net.training
     net.train()
     for x in batches:
@@ -57,14 +64,14 @@ class CandidateEvaluator:
     """
 
     def __init__(self, pruningnet, calib, val, device="cpu", calib_batches: int | None = None,
-                 val_batches: int | None = None):
+                 val_batches: int | None = None, momentum: float | None = None):
         self.net = pruningnet.to(device)
         self.calib, self.val, self.device = calib, val, device
-        self.calib_batches, self.val_batches = calib_batches, val_batches
+        self.calib_batches, self.val_batches, self.momentum = calib_batches, val_batches, momentum
 
     def score(self, encoding) -> float:
         self.net.set_encoding(encoding)
-        recalibrate_bn(self.net, _take(self.calib, self.calib_batches), self.device)
+        recalibrate_bn(self.net, _take(self.calib, self.calib_batches), self.device, self.momentum)
         return top1(self.net, _take(self.val, self.val_batches), self.device)
 
     def __call__(self, encodings: list) -> list[float]:

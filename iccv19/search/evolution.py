@@ -90,6 +90,7 @@ class SearchConfig:
     crossovers: int = 25
     mutation_prob: float = 0.1
     seed: int = 0
+    random_choices: tuple | None = None   # (lo, hi): random candidates draw choice ids lo..hi (official ResNet: 12..23)
 
 
 class EvolutionarySearch:
@@ -100,6 +101,12 @@ class EvolutionarySearch:
                  write_state: bool = True):
         if config.parents < 2 and config.crossovers:
             raise ConfigError(f"search.parents={config.parents}: crossover needs at least 2 parents.")
+        if config.random_choices is not None:
+            lo, hi = config.random_choices
+            if not 0 <= lo <= hi < num_choices:
+                raise ConfigError(f"search.random_choices=[{lo}, {hi}]: need 0 <= lo <= hi <= {num_choices - 1} "
+                                  f"(choice ids; the official ResNet search draws [12, 23]); null for all.")
+            config.random_choices = (int(lo), int(hi))
         self.num_genes, self.num_choices = num_genes, num_choices
         self.budget, self.evaluate, self.cfg = budget, evaluate, config
         self.state_path = Path(state_path) if state_path else None
@@ -141,8 +148,10 @@ class EvolutionarySearch:
             a, b = rng.sample(parents, 2)
             return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=False))
 
+        lo, hi = self.cfg.random_choices or (0, n - 1)
+
         def fresh():
-            return tuple(rng.randrange(n) for _ in range(self.num_genes))
+            return tuple(rng.randint(lo, hi) for _ in range(self.num_genes))
 
         if parents:
             self._breed(self.cfg.mutations, mutate, chosen, seen, tries_per=10)
@@ -153,7 +162,8 @@ class EvolutionarySearch:
 
     # ---- state ----------------------------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
-        return {"config": asdict(self.cfg), "num_genes": self.num_genes, "num_choices": self.num_choices,
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}
+        return {"config": config, "num_genes": self.num_genes, "num_choices": self.num_choices,
                 "budget": [self.budget.max_flops, self.budget.min_flops, self.budget.max_params]}
 
     def save_state(self) -> None:

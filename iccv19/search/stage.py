@@ -4,8 +4,9 @@ Loads the PruningNet from ``search.pruningnet_ckpt``, scores candidates on the d
 split after BatchNorm recalibration on training batches, and writes to the run folder:
 
 * ``search_state.json``  every generation (atomic); rerunning with ``search.state=<that file>`` resumes
-* ``top_encodings.yaml`` the best ``search.top_k`` encodings with FLOPs, parameters and held-out accuracy, and
-  the uniform-width baseline within the same budget; ``model=pruned model.encoding=<file>`` builds them
+* ``top_encodings.yaml`` the best ``search.top_k`` encodings with FLOPs, parameters and held-out accuracy, the
+  uniform-width baseline within the same budget and ``search.top_k`` random encodings of the budget (the first
+  generation, unselected); ``model=pruned model.encoding=<file> model.pick=best|uniform|random|<i>`` builds them
 * ``flops_vs_acc.png``   every candidate scored (also logged as the image ``search/flops_vs_acc``)
 
 Under DDP (``trainer=ddp``) every rank scores a slice of each generation and the results are gathered.
@@ -19,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from iccv19.core import ConfigError, read_state_dict
-from iccv19.networks.flops import count_flops, count_params
+from iccv19.networks.flops import COUNTERS, count_flops, count_params
 from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
 from iccv19.search.evaluate import CandidateEvaluator
 from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
@@ -48,9 +49,15 @@ def load_pruningnet(cfg: DictConfig):
 
 
 def budget_for(net, input_shape, s: DictConfig) -> tuple[Budget, int, int]:
+    counter = s.get("flops_counter") or "torch"
+    if counter not in COUNTERS:
+        raise ConfigError(f"search.flops_counter={counter}: choose 'torch' (torch.utils.flop_counter, multiply-adds "
+                          f"of convs and matmuls) or 'official' (MetaPruning's cal_FLOPs: also biases, BN, ReLU, "
+                          f"pooling).")
+
     def measure(encoding):
         narrow = net.narrow(encoding)
-        return count_flops(narrow, input_shape), count_params(narrow)
+        return count_flops(narrow, input_shape, counter), count_params(narrow)
 
     full_flops, full_params = measure(net.full_encoding())
     budget = Budget(measure, max_flops=resolve_budget(s.get("max_flops"), full_flops, "search.max_flops"),
@@ -72,8 +79,17 @@ def uniform_encoding(net, budget: Budget) -> list:
 
 
 def calibration_loader(datamodule, s: DictConfig, seed: int):
-    """A fixed random subset of the training split (the same batches for every candidate), streamed in order."""
+    """``cumulative``: a fixed random subset of the training split (the same batches for every candidate),
+    streamed in order. ``official``: the whole training split, reshuffled for every candidate."""
     train = datamodule.train_set
+    mode = s.get("bn_recalibration") or "cumulative"
+    if mode not in ("cumulative", "official"):
+        raise ConfigError(f"search.bn_recalibration={mode}: choose 'cumulative' (a cumulative average over fixed "
+                          f"batches, ours) or 'official' (momentum 0.1 over reshuffled batches).")
+    if mode == "official":
+        return torch.utils.data.DataLoader(train, batch_size=s.calib_batch_size, shuffle=True,
+                                           generator=torch.Generator().manual_seed(seed),
+                                           num_workers=datamodule.num_workers, pin_memory=datamodule.pin_memory)
     size = min(len(train), s.calib_batches * s.calib_batch_size)
     indices = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:size].tolist()
     return torch.utils.data.DataLoader(torch.utils.data.Subset(train, indices), batch_size=s.calib_batch_size,
@@ -122,8 +138,10 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
     net = load_pruningnet(cfg)
     input_shape = tuple(datamodule.input_shape)
     budget, full_flops, full_params = budget_for(net, input_shape, s)
+    official_bn = s.get("bn_recalibration") == "official"
     evaluator = CandidateEvaluator(net, calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader(),
-                                   fabric.device, val_batches=s.get("val_batches"))
+                                   fabric.device, calib_batches=s.calib_batches if official_bn else None,
+                                   val_batches=s.get("val_batches"), momentum=0.1 if official_bn else None)
     output_dir = Path(cfg.paths.output_dir)
     loggers = []
     if fabric.global_rank == 0:
@@ -132,7 +150,7 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     config = SearchConfig(population=s.population, generations=s.generations, parents=s.parents,
                           mutations=s.mutations, crossovers=s.crossovers, mutation_prob=s.mutation_prob,
-                          seed=s.seed)
+                          seed=s.seed, random_choices=tuple(s.random_choices) if s.get("random_choices") else None)
 
     def progress(generation, stats):
         rank_zero_info(f"[search] generation {generation + 1}/{config.generations}: best acc {stats['best_acc']:.4f} "
@@ -160,10 +178,13 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         top = {"arch": net.arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in net.arch_kwargs.items()},
                "input_shape": list(input_shape), "gene_names": net.gene_names,
-               "budget": {"max_flops": budget.max_flops, "min_flops": budget.min_flops,
+               "budget": {"counter": s.get("flops_counter") or "torch",
+                          "max_flops": budget.max_flops, "min_flops": budget.min_flops,
                           "max_params": budget.max_params, "full_flops": full_flops, "full_params": full_params},
                "top": [describe(r, net, full_flops) for r in ranked[:s.top_k]],
-               "uniform": {**describe(uniform_record, net, full_flops), "ratio": uniform_record["ratio"]}}
+               "uniform": {**describe(uniform_record, net, full_flops), "ratio": uniform_record["ratio"]},
+               "random": [describe(r, net, full_flops) for r in evolution.evaluated.values()
+                          if r["generation"] == 0][:s.top_k]}
         output = Path(str(s.output)) if s.get("output") else output_dir / "top_encodings.yaml"
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(yaml.safe_dump(top, sort_keys=False, default_flow_style=None))

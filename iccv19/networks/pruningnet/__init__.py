@@ -11,7 +11,7 @@ import yaml
 
 from iccv19.core import ConfigError
 from iccv19.networks.pruningnet import mobilenetv1, mobilenetv2, resnet
-from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, width
+from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, official_weight_decay, width
 
 ARCHS = {
     "mobilenetv2": (mobilenetv2.MobileNetV2PruningNet, mobilenetv2),
@@ -56,8 +56,10 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
     """The narrow network described by an encoding YAML file.
 
     The file is the search's ``top_encodings.yaml`` (``arch``, ``arch_kwargs``, a ranked ``top`` list and the
-    ``uniform`` baseline) or a hand-written one (``arch``, ``size``, ``encoding``). ``pick`` selects ``best``
-    (= 0), an index into ``top``, or ``uniform``. ``num_classes``/``in_channels`` override the saved ones.
+    ``uniform`` baseline and ``random`` encodings of the same budget) or a hand-written one (``arch``, ``size``,
+    ``encoding``). ``pick`` selects ``best`` (= 0), an index into ``top``, ``uniform``, or ``random`` /
+    ``random<i>`` (the i-th random encoding of the budget, unselected by the search).
+    ``num_classes``/``in_channels`` override the saved ones.
     """
     spec = load_encoding_file(encoding)
     arch = spec.get("arch")
@@ -69,6 +71,12 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
         genes = spec["encoding"]
     elif pick == "uniform":
         genes = spec["uniform"]["encoding"]
+    elif str(pick).startswith("random"):
+        index = int(str(pick)[6:] or 0)
+        if not 0 <= index < len(spec.get("random", [])):
+            raise ConfigError(f"model.pick={pick}: {encoding} holds {len(spec.get('random', []))} random encodings; "
+                              f"pick random (= random0) .. random{len(spec.get('random', [])) - 1}.")
+        genes = spec["random"][index]["encoding"]
     else:
         index = 0 if pick == "best" else int(pick)
         if not 0 <= index < len(spec.get("top", [])):
@@ -80,4 +88,4 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
 
 
 __all__ = ["RATIOS", "NUM_CHOICES", "MAX_CHOICE", "width", "PruningNet", "ARCHS", "build_pruningnet",
-           "narrow_network", "build_pruned", "load_encoding_file"]
+           "narrow_network", "build_pruned", "load_encoding_file", "official_weight_decay"]

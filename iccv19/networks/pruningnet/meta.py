@@ -3,8 +3,8 @@
 A PruningNet holds no convolution weights of its own: every convolution has a small weight generator
 ``Linear(k, H) -> ReLU -> Linear(H, numel of the largest weight)`` that reads the block's channel ratios
 (e.g. ``[mid, in, out]``) and outputs the weight of the widest layer, which is then cropped (prefix slicing) to
-the channels of the sampled encoding. Each convolution is followed by one of 31 non-affine BatchNorms, chosen by
-the channel choice, so every width keeps its own statistics.
+the channels of the sampled encoding. Each convolution is followed by one of 31 BatchNorms (non-affine, except
+the official MBv1 stem and depthwise ones), chosen by the channel choice, so every width keeps its own statistics.
 
 An *encoding* is a list of choice ids (0..30), one per gene; the gene layout is defined by each architecture.
 """
@@ -49,21 +49,43 @@ class MetaConv2d(nn.Module):
                         padding=self.padding, groups=in_channels if self.depthwise else 1)
 
 
-class ChoiceBatchNorm2d(nn.ModuleList):
-    """One non-affine BatchNorm per channel choice; ``widths[c]`` is the width normalized for choice ``c``."""
+def exclude_from_weight_decay(*modules: nn.Module) -> None:
+    """Tags the parameters of ``modules`` so that ``official_weight_decay`` leaves them without weight decay."""
+    for module in modules:
+        for p in module.parameters():
+            p.no_weight_decay = True
 
-    def __init__(self, widths: Sequence[int]):
-        super().__init__(nn.BatchNorm2d(w, affine=False) for w in widths)
+
+def official_weight_decay(params, optimizer):
+    """A ``_partial_`` optimizer wrapper: ``optimizer`` (itself a partial, e.g. SGD with ``weight_decay``) gets two
+    parameter groups, the tagged parameters (``exclude_from_weight_decay``) with ``weight_decay=0``.
+
+    The official MetaPruning scripts decay only the parameters named ``fc``/``conv1``/``pwconv`` (MobileNets:
+    not the depthwise and projection convs, nor BatchNorm; PruningNets: not the BatchNorms) or ``fc``/``conv``
+    (ResNet: not BatchNorm, nor the downsample shortcut). The networks here tag exactly those."""
+    params = list(params)
+    decay = [p for p in params if not getattr(p, "no_weight_decay", False)]
+    no_decay = [p for p in params if getattr(p, "no_weight_decay", False)]
+    return optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+
+
+class ChoiceBatchNorm2d(nn.ModuleList):
+    """One BatchNorm per channel choice; ``widths[c]`` is the width normalized for choice ``c``. Non-affine by
+    default (official MBv2 and ResNet); ``affine=True`` for the official MBv1 stem and depthwise BNs."""
+
+    def __init__(self, widths: Sequence[int], affine: bool = False):
+        super().__init__(nn.BatchNorm2d(w, affine=affine) for w in widths)
         self.batch_statistics = False   # eval mode normalizes with the batch's statistics (PruningNet.batch_statistics)
+        exclude_from_weight_decay(self)
 
     @classmethod
-    def for_base(cls, base: int) -> "ChoiceBatchNorm2d":
-        return cls([width(base, c) for c in range(NUM_CHOICES)])
+    def for_base(cls, base: int, affine: bool = False) -> "ChoiceBatchNorm2d":
+        return cls([width(base, c) for c in range(NUM_CHOICES)], affine)
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         bn = self[choice]
         if self.batch_statistics and not self.training:
-            return F.batch_norm(x, None, None, training=True, eps=bn.eps)
+            return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
         return bn(x)
 
 
@@ -142,6 +164,9 @@ class NarrowNet(nn.Module):
         super().__init__()
         self.encoding = list(encoding)
         self.body = body
+        # official retraining decays neither BatchNorm nor depthwise convs (the subclasses tag the rest)
+        exclude_from_weight_decay(*(m for m in body.modules() if isinstance(m, nn.BatchNorm2d)
+                                    or (isinstance(m, nn.Conv2d) and m.groups > 1)))
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(feature_dim, num_classes)
         self.feature_dim = feature_dim

@@ -38,17 +38,18 @@ class MobileNetV1PruningNet(PruningNet):
     arch = "mobilenetv1"
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, stem_width: int = 32, stem_stride: int = 2,
-                 widths=IMAGENET["widths"], strides=IMAGENET["strides"], hidden: int = 32):
+                 widths=IMAGENET["widths"], strides=IMAGENET["strides"], hidden: int = 32, affine_bn: bool = True):
         kwargs = dict(num_classes=num_classes, in_channels=in_channels, stem_width=stem_width,
                       stem_stride=stem_stride, widths=tuple(widths), strides=tuple(strides))
         super().__init__(gene_names(widths), kwargs)
         base = layer_widths(stem_width, widths)
         self.stem = MetaConv2d(1, stem_width, in_channels, 3, stem_stride, hidden=hidden)
-        self.bns = nn.ModuleList([ChoiceBatchNorm2d.for_base(stem_width)])
+        # official: the stem and depthwise BNs are affine, the pointwise ones not (affine_bn=False: all non-affine)
+        self.bns = nn.ModuleList([ChoiceBatchNorm2d.for_base(stem_width, affine_bn)])
         self.dw, self.pw, self.dw_bns = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i, stride in enumerate(strides):
             self.dw.append(MetaConv2d(2, base[i], base[i], 3, stride, depthwise=True, hidden=hidden))
-            self.dw_bns.append(ChoiceBatchNorm2d.for_base(base[i]))
+            self.dw_bns.append(ChoiceBatchNorm2d.for_base(base[i], affine_bn))
             self.pw.append(MetaConv2d(2, base[i + 1], base[i], 1, hidden=hidden))
             self.bns.append(ChoiceBatchNorm2d.for_base(base[i + 1]))
         self.base = base

@@ -17,6 +17,7 @@ from iccv19.networks.pruningnet.meta import (
     NarrowNet,
     PruningNet,
     conv_bn,
+    exclude_from_weight_decay,
     ratios_tensor,
     width,
 )
@@ -122,6 +123,7 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(conv_bn(inp, mid, 1, act=nn.ReLU6),
                                   conv_bn(mid, mid, 3, stride, groups=mid, act=nn.ReLU6),
                                   conv_bn(mid, out, 1, act=None))
+        exclude_from_weight_decay(self.conv[2])   # the projection conv: no decay in the official retraining
 
     def forward(self, x):
         out = self.conv(x)

@@ -17,6 +17,7 @@ from iccv19.networks.pruningnet.meta import (
     NarrowNet,
     PruningNet,
     conv_bn,
+    exclude_from_weight_decay,
     ratios_tensor,
     width,
 )
@@ -120,6 +121,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.conv = nn.Sequential(conv_bn(inp, mid, 1), conv_bn(mid, mid, 3, stride), conv_bn(mid, out, 1, act=None))
         self.shortcut = conv_bn(inp, out, 1, stride, act=None) if downsample else nn.Identity()
+        exclude_from_weight_decay(self.shortcut)   # official retraining decays only 'conv'/'fc' (not downsample)
 
     def forward(self, x):
         return F.relu(self.conv(x) + self.shortcut(x))
