@@ -13,7 +13,7 @@ from lightning_modules.classifier import ClassifierModule
 
 # The frozen teacher is in eval mode on purpose (FrozenTeacher): Lightning's "N modules in eval mode" notice at
 # fit start is about it, every run, and is nothing a user should act on.
-warnings.filterwarnings("ignore", message=r".*modules? in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 class DistillationModule(ClassifierModule):

@@ -1,11 +1,13 @@
 """The foundation end to end: teacher cache, resume, loggers, DDP on CPU, multirun, clear errors."""
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import FAST, ROOT, compose_config, run_cli, run_config
 from hydra.utils import instantiate
 from wandb_records import history, offline_runs, run_info
@@ -21,6 +23,7 @@ def csv_rows(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.e2e
 def test_digits_teacher_is_trained_once_cached_and_accurate(tmp_path, capsys):
     cfg = compose_config(["teacher=digits_lenet5"], tmp_path)
     teacher = instantiate(cfg.teacher)
@@ -47,6 +50,7 @@ def test_mismatched_teacher_checkpoint_is_a_clear_error(tmp_path):
         build_teacher(LeNet5(), checkpoint=str(tmp_path / "missing.ckpt"))
 
 
+@pytest.mark.e2e
 def test_resume_from_last_checkpoint_continues_at_next_epoch(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=2", *FAST], first)
@@ -64,6 +68,7 @@ def test_resume_from_last_checkpoint_continues_at_next_epoch(tmp_path):
     assert torch.equal(teacher.net.head[2].weight, state["net.head.2.weight"])
 
 
+@pytest.mark.e2e
 def test_logs_params_and_flops(tmp_path):
     run_config(["method=supervised", "model=lenet5", "trainer.max_epochs=1", *FAST], tmp_path)
     rows = csv_rows(tmp_path)
@@ -72,6 +77,7 @@ def test_logs_params_and_flops(tmp_path):
     assert (tmp_path / ".." / tmp_path.name / "csv" / "hparams.yaml").is_file()
 
 
+@pytest.mark.e2e
 def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
     proc = run_cli(["method=supervised", "model=lenet5", "logger=wandb", "optimizer.lr=0.001,0.003",
                     "trainer.max_epochs=1", *FAST], tmp_path, multirun=True)
@@ -89,6 +95,7 @@ def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
     assert "wandb sync" in proc.stdout + proc.stderr
 
 
+@pytest.mark.e2e
 def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
     proc = run_cli(["method=supervised", "model=lenet5", "trainer=ddp_cpu", "trainer.max_epochs=2",
                     "callbacks.progress_bar=null", "data.batch_size=32"], tmp_path)
@@ -102,6 +109,7 @@ def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
     assert (proc.run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.e2e
 def test_missing_dataset_is_one_clear_paragraph(tmp_path):
     proc = run_cli(["method=supervised", "data=cifar10", "model=resnet20", "data.root=/nonexistent"], tmp_path,
                    check=False)
@@ -110,12 +118,14 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_unknown_option_names_the_group_and_the_choices(tmp_path):
     proc = run_cli(["method=supervised", "model=lenet5", "data=nosuch"], tmp_path, check=False)
     assert proc.returncode != 0
     assert "Could not find 'data/nosuch'" in proc.stderr and "digits" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
     cmd = [sys.executable, str(ROOT / "run.py"), "method=supervised", "model=lenet5", "train=false", "test=false",
            "logger=none", "callbacks=none"]
@@ -142,3 +152,29 @@ def test_checkpoint_hyperparameters_hold_only_plain_values(tmp_path, method, rec
 
     assert plain(dict(module.hparams)), dict(module.hparams)
     assert not [w for w in recwarn if "nn.Module" in str(w.message)]
+
+
+@pytest.mark.e2e
+def test_multirun_as_typed_puts_its_jobs_in_one_sweep_folder(tmp_path):
+    """Issue 8: `python run.py -m method=cckd loss.beta=10,100 trainer.max_epochs=1`, no hydra.* overrides."""
+    proc = run_cli(["-m", "method=cckd", "loss.beta=10,100", "trainer.max_epochs=1", *FAST], tmp_path)
+    assert (proc.stdout + proc.stderr).count("[done]") == 2
+    assert [job.name for job in proc.run_dirs] == ["0", "1"]
+    sweep = proc.run_dirs[0].parent
+    assert sweep == proc.run_dirs[1].parent and sweep.parent == tmp_path / "logs" / "cckd" / "multiruns"
+    betas = [json.loads((job / "metrics.json").read_text())["command"] for job in proc.run_dirs]
+    assert all("loss.beta=10,100" in b for b in betas)   # the command as typed, recorded per job
+    assert [yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["loss"]["beta"] for job in
+            proc.run_dirs] == [10, 100]
+
+
+@pytest.mark.e2e
+def test_two_sweeps_started_together_get_their_own_sweep_folders(tmp_path):
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "method=supervised", "seed=1,2", "train=false",
+           "test=false", "logger=none", "callbacks=none"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = list((tmp_path / "logs" / "supervised" / "multiruns").iterdir())
+    assert len(sweeps) == 2 and all(sorted(p.name for p in s.iterdir() if p.is_dir()) == ["0", "1"]
+                                    for s in sweeps)
