@@ -14,8 +14,8 @@ uninterrupted run would have drawn. ``noise_seed=null`` takes the run's seed (``
 
 Batch. ``global_batch_size``: generated images per iteration over all ranks (the official single-GPU recipes: 512
 MNIST, 1024 CIFAR), split evenly across the DDP processes at fit start (an error if it does not divide);
-``batch_size`` is the per-rank batch used when it is null. Gradients are averaged by DDP. ``loss.global_ie=true`` computes the
-information-entropy term on the global batch: the teacher's logits are all-gathered with gradient, so the
+``batch_size`` is the per-rank batch used when it is null. Gradients are averaged by DDP. ``loss.global_ie=true``
+computes the information-entropy term on the global batch: the teacher's logits are all-gathered with gradient, so the
 class balance is enforced across ranks rather than per rank (the per-rank default is what a single-GPU run of
 the same per-rank batch does). On one process both are the same.
 

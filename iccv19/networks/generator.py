@@ -8,7 +8,8 @@ narrower generator.
 
 ``inner_bn_eps``: the official code builds the two BatchNorms after the convolutions as ``BatchNorm2d(c, 0.8)``,
 i.e. eps=0.8 (the author meant momentum). A large eps damps the normalization (the activations are divided by
-sqrt(var + 0.8) instead of sqrt(var)). The recipes that target the paper's tables use 0.8 (conf/generator/dafl_official).
+sqrt(var + 0.8) instead of sqrt(var)). The recipes that target the paper's tables use 0.8
+(conf/generator/dafl_official.yaml).
 
 ``output``: what follows the tanh.
 
