@@ -15,11 +15,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from iccv19.networks.generator import DAFLGenerator
 from iccv19.networks.lenet import LeNet5, lenet5_half
 from iccv19.networks.teacher import FrozenTeacher
