@@ -11,17 +11,24 @@ import argparse
 import statistics
 import time
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
-from iccv19.losses.dafl import generator_loss, student_loss
 from iccv19.networks.generator import DAFLGenerator
 from iccv19.networks.lenet import LeNet5, lenet5_half
 from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import GeneratorThenStudentModule
+
+
+def criterion():
+    """DAFL's criterion with the defaults of conf/loss/dafl.yaml."""
+    return instantiate(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "loss" / "dafl.yaml"))
 
 
 def networks(args):
@@ -33,15 +40,15 @@ def plain_loop(args) -> float:
     student, teacher, generator = networks(args)
     opt_g = torch.optim.Adam(generator.parameters(), lr=0.02)
     opt_s = torch.optim.Adam(student.parameters(), lr=0.002)
+    loss_fn = criterion()
 
     def iteration():
         images = generator(torch.randn(args.batch_size, 100))
         t_logits, t_features = teacher(images, return_features=True)
-        loss_g, _ = generator_loss(t_logits, t_features)
-        loss_s = student_loss(student(images.detach()), t_logits)
+        loss, _ = loss_fn(t_logits, t_features, student(images.detach()))
         opt_g.zero_grad()
         opt_s.zero_grad()
-        (loss_g + loss_s).backward()
+        loss.backward()
         opt_g.step()
         opt_s.step()
 
@@ -63,7 +70,7 @@ class BatchEndTimes(L.Callback):
 def lightning_loop(args) -> float:
     student, teacher, generator = networks(args)
     module = GeneratorThenStudentModule(student, teacher, generator, optimizer=partial(torch.optim.Adam, lr=0.002),
-                                        generator_optimizer=partial(torch.optim.Adam, lr=0.02),
+                                        generator_optimizer=partial(torch.optim.Adam, lr=0.02), loss=criterion(),
                                         batch_size=args.batch_size, image_every_n_epochs=0)
     timer = BatchEndTimes()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,

@@ -12,9 +12,10 @@ Noise. z of iteration i on rank r comes from its own ``torch.Generator`` seeded 
 ranks draw different noise (Lightning seeds every rank alike) and a resumed run draws exactly the noise the
 uninterrupted run would have drawn. ``noise_seed=null`` takes the run's seed (``seed=``).
 
-DDP. ``batch_size`` is per rank (the official single-GPU recipes: 512 MNIST, 1024 CIFAR; with N ranks the
-global batch is N x batch_size). Gradients are averaged by DDP. ``loss.global_ie=true`` computes the
-information-entropy term on the global batch: the teacher's logits are all-gathered with gradient, so the
+Batch. ``global_batch_size``: generated images per iteration over all ranks (the official single-GPU recipes: 512
+MNIST, 1024 CIFAR), split evenly across the DDP processes at fit start (an error if it does not divide);
+``batch_size`` is the per-rank batch used when it is null. Gradients are averaged by DDP. ``loss.global_ie=true``
+computes the information-entropy term on the global batch: the teacher's logits are all-gathered with gradient, so the
 class balance is enforced across ranks rather than per rank (the per-rank default is what a single-GPU run of
 the same per-rank batch does). On one process both are the same.
 
@@ -25,38 +26,16 @@ stops the run before any optimizer steps on it, with a message naming the settin
 checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
 """
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchvision.utils import make_grid
 
-from iccv19.core import ConfigError, options_from_config
-from iccv19.losses.dafl import generator_loss, student_loss
+from iccv19.core import ConfigError
+from iccv19.losses.dafl import DAFLLoss
 from iccv19.training.images import log_image
 from lightning_modules.distillation import DistillationModule
-
-
-@dataclass
-class DAFLLossOptions:
-    """The ``loss`` config group of method=dafl (conf/loss/dafl*.yaml)."""
-
-    oh: float = 1.0                 # one-hot term weight
-    a: float = 0.1                  # activation term weight
-    ie: float = 5.0                 # information-entropy term weight
-    log_base: float | None = 10.0   # base of the entropy's log: 10 (official code) or null (natural, paper)
-    temperature: float = 1.0        # student KD temperature
-    global_ie: bool = False         # information entropy on the batch gathered over all DDP ranks
-
-    @classmethod
-    def from_config(cls, loss) -> "DAFLLossOptions":
-        options = options_from_config(cls, loss, "loss",
-                                      " (method=dafl; see conf/loss/dafl.yaml). Did you mean loss=dafl?")
-        if options.temperature <= 0 or (options.log_base is not None and options.log_base <= 1):
-            raise ConfigError(f"loss.temperature={options.temperature}, loss.log_base={options.log_base}: the "
-                              f"temperature must be > 0 and the log base > 1 (or null for the natural log).")
-        return options
 
 
 class TrainingDiverged(ConfigError):
@@ -66,8 +45,12 @@ class TrainingDiverged(ConfigError):
 class GeneratorThenStudentModule(DistillationModule):
     """DAFL: ``generator`` trained against the frozen ``teacher``; the student ``net`` distilled on its images.
 
-    optimizer / scheduler: the student's (``_partial_``); generator_optimizer: the generator's.
-    batch_size: generated images per iteration and rank. image_every_n_epochs: a grid of ``num_images``
+    loss: a ``DAFLLoss`` (conf/loss/dafl*.yaml). optimizer / scheduler: the student's (``_partial_``);
+    generator_optimizer: the generator's. global_batch_size: generated images per iteration over all ranks (split
+    across them); batch_size: per rank, used when global_batch_size is null.
+    ``val/acc_best``: the best ``val/acc`` over the epochs so far, logged beside the last. With ``data.holdout=0``
+    validation is the test set, as in the official script, which reports that best test accuracy; ``test/acc``
+    is the last epoch's. image_every_n_epochs: a grid of ``num_images``
     generated images (fixed noise) is logged as ``train/generated`` every that many epochs (0: never).
     """
 
@@ -75,20 +58,24 @@ class GeneratorThenStudentModule(DistillationModule):
     method = "method=dafl"
 
     def __init__(self, net: nn.Module, teacher: nn.Module, generator: nn.Module, optimizer: Callable,
-                 generator_optimizer: Callable, loss=None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "epoch", batch_size: int = 512, noise_seed: int | None = None,
+                 generator_optimizer: Callable, loss: DAFLLoss | None = None, scheduler: Callable | None = None,
+                 scheduler_interval: str = "epoch", batch_size: int = 512, global_batch_size: int | None = None,
+                 noise_seed: int | None = None,
                  image_every_n_epochs: int = 1, num_images: int = 64, collapse_threshold: float = 0.05,
                  log_teacher_accuracy: bool = True):
-        super().__init__(net, teacher, optimizer, None, scheduler, 0.0, scheduler_interval, log_teacher_accuracy)
-        if batch_size < 2:
-            raise ConfigError(f"module.batch_size={batch_size}: the generator's BatchNorm and the entropy term "
-                              f"need batches of at least 2 images (official: 512 MNIST, 1024 CIFAR).")
+        if not isinstance(loss, DAFLLoss):
+            raise ConfigError(f"loss={type(loss).__name__}: method=dafl needs DAFL's criterion; choose loss=dafl "
+                              f"(or dafl_cifar10, dafl_cifar100), which instantiate iccv19.losses.dafl.DAFLLoss.")
+        super().__init__(net, teacher, optimizer, loss, scheduler, 0.0, scheduler_interval, log_teacher_accuracy)
+        for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 2):
+                raise ConfigError(f"module.{key}={value}: the generator's BatchNorm and the entropy term need "
+                                  f"batches of at least 2 images (official: 512 MNIST, 1024 CIFAR).")
         self.automatic_optimization = False
         self.generator = generator
         self.generator_optimizer_factory = generator_optimizer
-        self.opts = DAFLLossOptions.from_config(loss)
-        self.hparams["loss"] = asdict(self.opts)
-        self.batch_size, self.noise_seed = batch_size, noise_seed
+        self.batch_size, self.global_batch_size, self.noise_seed = batch_size, global_batch_size, noise_seed
+        self.best_val_acc = None
         self.image_every_n_epochs, self.num_images = image_every_n_epochs, num_images
         self.collapse_threshold = collapse_threshold
         self._diversity_sum, self._diversity_count = 0.0, 0
@@ -110,18 +97,14 @@ class GeneratorThenStudentModule(DistillationModule):
     # -- one iteration ----------------------------------------------------------------------------------------
     def losses(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every term of one DAFL iteration on the latent codes ``z``."""
-        opts = self.opts
         images = self.generator(z)
         t_logits, t_features = self.teacher(images, return_features=True)
         entropy_logits = None
-        if opts.global_ie and self._trainer is not None and self.trainer.world_size > 1:
+        if self.criterion.global_ie and self._trainer is not None and self.trainer.world_size > 1:
             entropy_logits = self.all_gather(t_logits, sync_grads=True).flatten(0, 1)
-        loss_g, terms = generator_loss(t_logits, t_features, opts.oh, opts.a, opts.ie, opts.log_base,
-                                       entropy_logits)
         s_logits = self.net(images.detach())
-        loss_s = student_loss(s_logits, t_logits, opts.temperature)
-        return {"images": images, "teacher_logits": t_logits, "student_logits": s_logits,
-                "loss_generator": loss_g, "loss_student": loss_s, "loss": loss_g + loss_s,
+        loss, terms = self.criterion(t_logits, t_features, s_logits, entropy_logits)
+        return {"images": images, "teacher_logits": t_logits, "student_logits": s_logits, "loss": loss,
                 **{f"loss_{name}": value for name, value in terms.items()}}
 
     def training_step(self, batch, batch_idx):
@@ -198,6 +181,23 @@ class GeneratorThenStudentModule(DistillationModule):
         return make_grid(images, nrow=8, normalize=True, scale_each=True, pad_value=1.0)
 
     # -- set-up ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str):
+        if self.global_batch_size is None:
+            return
+        world_size = self.trainer.world_size
+        if self.global_batch_size % world_size:
+            raise ConfigError(f"module.global_batch_size={self.global_batch_size} does not divide over the "
+                              f"{world_size} training processes: choose a multiple of {world_size} (or set "
+                              f"module.global_batch_size=null and module.batch_size=<per process>).")
+        self.batch_size = self.global_batch_size // world_size
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking or "val__top1" not in self.metrics:
+            return
+        acc = float(self.metrics["val__top1"].compute())
+        self.best_val_acc = acc if self.best_val_acc is None else max(self.best_val_acc, acc)
+        self.log("val/acc_best", self.best_val_acc)
+
     def on_fit_start(self):
         super().on_fit_start()
         rank_zero_info(f"[dafl] noise seed {self.base_noise_seed()} (per rank and iteration); "
@@ -218,6 +218,11 @@ class GeneratorThenStudentModule(DistillationModule):
 
     def on_save_checkpoint(self, checkpoint: dict):
         checkpoint["dafl_noise_seed"] = self.base_noise_seed()
+        checkpoint["dafl_best_val_acc"] = self.best_val_acc
 
     def on_load_checkpoint(self, checkpoint: dict):
         self.noise_seed = checkpoint.get("dafl_noise_seed", self.noise_seed)
+        self.best_val_acc = checkpoint.get("dafl_best_val_acc", self.best_val_acc)
+
+
+DAFLModule = GeneratorThenStudentModule

@@ -1,11 +1,24 @@
-"""DAFL's loss terms and generator against values computed by hand."""
+"""DAFL's loss terms, its criterion and the generator against values computed by hand."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from iccv19.losses.dafl import activation_loss, generator_loss, information_entropy_loss, one_hot_loss, student_loss
+from iccv19.core import ConfigError
+from iccv19.losses.dafl import DAFLLoss, activation_loss, information_entropy_loss, one_hot_loss, student_loss
 from iccv19.networks.generator import DAFLGenerator
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def criterion(**overrides) -> DAFLLoss:
+    """conf/loss/dafl.yaml, the one source of the defaults, with ``overrides``."""
+    values = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "loss" / "dafl.yaml"), overrides))
+    assert values.pop("_target_") == "iccv19.losses.dafl.DAFLLoss"
+    return DAFLLoss(**values)
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 
@@ -17,9 +30,10 @@ def test_one_hot_loss_is_cross_entropy_against_the_teachers_argmax():
     assert one_hot_loss(logits).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_activation_loss_is_minus_mean_absolute_feature():
+def test_activation_loss_is_minus_mean_absolute_feature_or_the_papers_l1_norm():
     features = torch.tensor([[1.0, -2.0], [3.0, -4.0]])
-    assert activation_loss(features).item() == pytest.approx(-(1 + 2 + 3 + 4) / 4)
+    assert activation_loss(features).item() == pytest.approx(-(1 + 2 + 3 + 4) / 4)           # official: mean
+    assert activation_loss(features, "sum").item() == pytest.approx(-((1 + 2) + (3 + 4)) / 2)  # paper Eq. 3
 
 
 def test_information_entropy_of_a_balanced_batch_is_minus_log_of_the_number_of_classes():
@@ -58,20 +72,45 @@ def test_student_loss_is_kl_teacher_to_student_and_never_reaches_the_teacher():
     assert student_loss(student, teacher, temperature=2.0).item() == pytest.approx(expected_t2, rel=1e-5)
 
 
-def test_generator_loss_weights_the_three_terms():
+def test_criterion_weights_the_three_terms_and_adds_the_student_loss():
     logits = torch.tensor([[0.0, LN3], [LN4, 0.0]])
     features = torch.tensor([[1.0, -2.0], [3.0, -4.0]])
-    total, terms = generator_loss(logits, features, oh=2.0, a=0.5, ie=3.0, log_base=10)
+    student = torch.zeros(2, 2)                                     # q = [1/2, 1/2] for both images
+    total, terms = criterion(oh=2.0, a=0.5, ie=3.0)(logits, features, student)
     p = torch.tensor([(0.25 + 0.8) / 2, (0.75 + 0.2) / 2])
     ie = float((p * p.log10()).sum())
     oh = (-math.log(0.75) - math.log(0.8)) / 2
+    kl = ((0.25 * math.log(0.5) + 0.75 * math.log(1.5)) + (0.8 * math.log(1.6) + 0.2 * math.log(0.4))) / 2
     assert terms["oh"].item() == pytest.approx(oh, rel=1e-6)
     assert terms["a"].item() == pytest.approx(-2.5)
     assert terms["ie"].item() == pytest.approx(ie, rel=1e-5)
-    assert total.item() == pytest.approx(2 * oh + 0.5 * -2.5 + 3 * ie, rel=1e-5)
+    assert terms["generator"].item() == pytest.approx(2 * oh + 0.5 * -2.5 + 3 * ie, rel=1e-5)
+    assert terms["student"].item() == pytest.approx(kl, rel=1e-5)
+    assert total.item() == pytest.approx(2 * oh + 0.5 * -2.5 + 3 * ie + kl, rel=1e-5)
+    # the paper's activation (L1 norm per image): -(3 + 7) / 2 = -5
+    _, terms = criterion(activation="sum")(logits, features, student)
+    assert terms["a"].item() == pytest.approx(-5.0)
     # entropy on other (e.g. globally gathered) logits: the balanced pair gives log10(1/2)
-    _, terms = generator_loss(logits, features, entropy_logits=torch.tensor([[0.0, LN3], [LN3, 0.0]]))
+    _, terms = criterion()(logits, features, student, entropy_logits=torch.tensor([[0.0, LN3], [LN3, 0.0]]))
     assert terms["ie"].item() == pytest.approx(-0.30103, abs=1e-5)
+
+
+def test_criterion_defaults_are_the_official_mnist_weights_from_the_yaml_only():
+    loss = instantiate(OmegaConf.load(CONF / "loss" / "dafl.yaml"))
+    assert isinstance(loss, DAFLLoss)
+    assert loss.config == dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean",
+                               global_ie=False)
+    with pytest.raises(TypeError):   # no second set of defaults in Python
+        DAFLLoss()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("a", -1.0, "loss.oh=1.0, loss.a=-1.0"), ("temperature", 0.0, "loss.temperature=0.0"),
+    ("log_base", 1.0, "loss.log_base=1.0"), ("activation", "max", "loss.activation=max"),
+])
+def test_criterion_rejects_bad_settings_naming_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        criterion(**{key: value})
 
 
 def test_generator_shapes_size_and_output_normalization():
@@ -96,3 +135,20 @@ def test_generator_inner_bn_eps_option_reproduces_the_official_quirk():
     assert all(bn.eps == 1e-5 for bn in DAFLGenerator().modules() if isinstance(bn, torch.nn.BatchNorm2d))
     with pytest.raises(ValueError, match="multiple of 4"):
         DAFLGenerator(image_size=30)
+
+
+def test_pixel_output_maps_tanh_to_the_normalized_pixel_range_of_real_inputs():
+    g = DAFLGenerator(latent_dim=8, width=8, output="pixels", pixel_mean=0.1307, pixel_std=0.3081)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) and not m.affine for m in g.modules())
+    x = g(torch.randn(32, 8))
+    low, high = (0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081   # black and white pixels after normalization
+    assert low - 1e-5 <= x.min().item() and x.max().item() <= high + 1e-5
+    assert g.block2[-1](torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)).flatten().tolist() == \
+        pytest.approx([low, (0.5 - 0.1307) / 0.3081, high])
+    rgb = DAFLGenerator(latent_dim=8, width=8, channels=3, output="pixels", pixel_mean=[0.5, 0.4, 0.3],
+                        pixel_std=[0.2, 0.2, 0.2])
+    assert rgb.block2[-1](torch.zeros(1, 3, 1, 1)).flatten().tolist() == pytest.approx([0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="pixel_mean"):
+        DAFLGenerator(output="pixels")
+    with pytest.raises(ValueError, match="generator.output=tanh"):
+        DAFLGenerator(output="tanh")

@@ -10,18 +10,22 @@ import torch
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
 from iccv19.core import ConfigError
+from iccv19.losses.dafl import DAFLLoss
 from iccv19.networks.generator import DAFLGenerator
 from iccv19.networks.lenet import LeNet5, lenet5_half
 from iccv19.networks.teacher import FrozenTeacher
-from lightning_modules.dafl import GeneratorThenStudentModule, TrainingDiverged
+from lightning_modules.dafl import DAFLModule, GeneratorThenStudentModule, TrainingDiverged
+
+MNIST_WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False)
 
 
-def make_module(generator_lr=0.02, student_lr=0.002, batch_size=16, **kwargs):
+def make_module(generator_lr=0.02, student_lr=0.002, batch_size=16, loss=None, **kwargs):
     torch.manual_seed(0)
     return GeneratorThenStudentModule(
         net=lenet5_half(), teacher=FrozenTeacher(LeNet5()), generator=DAFLGenerator(latent_dim=16, width=8),
         optimizer=partial(torch.optim.Adam, lr=student_lr),
         generator_optimizer=partial(torch.optim.Adam, lr=generator_lr),
+        loss=DAFLLoss(**{**MNIST_WEIGHTS, **(loss or {})}),
         batch_size=batch_size, noise_seed=7, image_every_n_epochs=0, **kwargs)
 
 
@@ -124,7 +128,8 @@ def test_checkpoint_holds_both_networks_and_optimizers_and_resume_is_exact(tmp_p
 def test_nan_loss_stops_with_a_clear_message_before_any_step(tmp_path):
     module = make_module(loss={"a": float("nan")})
     before = {name: params(getattr(module, name)) for name in ("generator", "net")}
-    with pytest.raises(TrainingDiverged, match=r"NaN/inf at epoch 0, iteration 0 \(loss_generator=nan.*ckpt_path"):
+    with pytest.raises(TrainingDiverged, match=r"NaN/inf at epoch 0, iteration 0 \(loss=nan.*"
+                                                 r"loss_generator=nan.*ckpt_path"):
         fit(module, tmp_path)
     assert isinstance(TrainingDiverged("x"), ConfigError)  # run.py prints it as one paragraph, exit status 1
     for name in ("generator", "net"):
@@ -152,9 +157,50 @@ def test_student_scheduler_steps_per_epoch_and_survives_resume(tmp_path):
     assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(0.00002)
 
 
+def test_the_criterion_settings_are_saved_and_the_alias_is_the_same_class():
+    module = make_module(loss={"ie": 20.0})
+    assert module.hparams["loss"] == {**MNIST_WEIGHTS, "ie": 20.0, "_target_": "iccv19.losses.dafl.DAFLLoss"}
+    assert DAFLModule is GeneratorThenStudentModule
+
+
+def test_global_batch_is_split_across_processes_and_must_divide(tmp_path):
+    module = make_module(batch_size=None, global_batch_size=12)
+
+    class World:   # what setup reads of the trainer
+        world_size = 3
+
+    module._trainer = World()
+    module.setup("fit")
+    assert module.batch_size == 4 and module.noise(0).shape[0] == 4
+    module = make_module(batch_size=None, global_batch_size=10)
+    module._trainer = World()
+    with pytest.raises(ConfigError, match="module.global_batch_size=10 does not divide over the 3"):
+        module.setup("fit")
+    module = make_module(batch_size=None, global_batch_size=12)   # one process: all 12 images per iteration
+    fit(module, tmp_path, iterations=1)
+    assert module.batch_size == 12
+
+
+def test_best_validation_accuracy_is_logged_beside_the_last(tmp_path):
+    module = make_module(student_lr=0.05)
+    seen = []
+
+    class Spy(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                seen.append(float(pl_module.metrics["val__top1"].compute()))
+
+    trainer = fit(module, tmp_path, epochs=3, iterations=2, callbacks=[Spy()])
+    logged = trainer.callback_metrics
+    assert len(seen) == 3
+    assert float(logged["val/acc_best"]) == pytest.approx(max(seen))
+    assert float(logged["val/acc"]) == pytest.approx(seen[-1])
+
+
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ConfigError, match="loss.beta is not an option.*method=dafl"):
-        make_module(loss={"beta": 1.0})
+    with pytest.raises(ConfigError, match="loss=dict: method=dafl needs DAFL's criterion.*loss=dafl"):
+        GeneratorThenStudentModule(lenet5_half(), LeNet5(), DAFLGenerator(), torch.optim.Adam, torch.optim.Adam,
+                                   loss={"beta": 1.0})
     with pytest.raises(ConfigError, match="module.batch_size=1"):
         make_module(batch_size=1)
     with pytest.raises(ConfigError, match="datamodule.real=str"):

@@ -1,27 +1,40 @@
-"""DAFL's loss terms (Chen et al., "Data-Free Learning of Student Networks", ICCV 2019, Eq. 2-6).
+"""DAFL's loss (Chen et al., "Data-Free Learning of Student Networks", ICCV 2019, Eq. 2-6), as a criterion.
 
 The generator G is trained against a frozen teacher T on generated images x = G(z):
 
     L_G = oh * L_oh + a * L_a + ie * L_ie
     L_oh = CE(T(x), argmax T(x))                   one-hot: the teacher should be confident      (Eq. 2)
-    L_a  = -mean |f_T(x)|                          activation: large penultimate features         (Eq. 3)
+    L_a  = -mean_i ||f_T(x_i)||_1  (paper)         activation: large penultimate features         (Eq. 3)
+         = -mean_{i,j} |f_T(x_i)_j|  (official code, the default: ``activation=mean``)
     L_ie = sum_k p_k log p_k,  p = mean_i softmax(T(x_i))
                                                    information entropy (negative): balanced classes (Eq. 4)
 
 and the student S learns from the teacher on the same (detached) images:
 
-    L_S = T^2 KL(softmax(T(x)/T) || softmax(S(x)/T)), batchmean, T = 1 by default             (Eq. 6)
+    L_S = T^2 KL(softmax(T(x)/T) || softmax(S(x)/T)), batchmean, T = 1 officially                (Eq. 6)
 
-``log_base``: the official code computes L_ie with log10, the paper with the natural log; the two differ by
-the constant factor ln(10) = 2.30, which is folded into the weight ``ie``. Default 10 (the official recipes'
-weights were tuned with it); ``log_base=null`` gives the paper's natural log.
+``activation``: the paper's Eq. 3 sums |f| over the features of an image (an L1 norm) and averages over the batch;
+the official code averages over features too. The two differ by the feature dimension (120 for LeNet-5, 512 for
+the CIFAR ResNets), so ``activation=sum`` with the official weight ``a`` makes the activation term dominate; the
+official weights were tuned with ``mean``.
+
+``log_base``: the official code computes L_ie with log10, the paper with the natural log; the two differ by the
+constant factor ln(10) = 2.30, which is folded into the weight ``ie``. 10 in every recipe; ``null``: natural log.
+
+``global_ie``: under DDP, L_ie on the logits all-gathered over ranks (the module gathers them).
+
+Every weight and setting comes from ``conf/loss/dafl*.yaml`` (the one source of truth of the defaults).
 """
 import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from iccv19.core import ConfigError
 from iccv19.losses.kd import kd_loss
+
+ACTIVATIONS = ("mean", "sum")
 
 
 def one_hot_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -29,9 +42,11 @@ def one_hot_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(teacher_logits, teacher_logits.argmax(dim=1))
 
 
-def activation_loss(teacher_features: torch.Tensor) -> torch.Tensor:
-    """Minus the mean absolute value of the teacher's penultimate features (over batch and features)."""
-    return -teacher_features.abs().mean()
+def activation_loss(teacher_features: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Minus the absolute penultimate features: ``mean`` over batch and features (official code) or ``sum`` over
+    the features of each image, mean over the batch (the paper's L1 norm, Eq. 3)."""
+    per_image = teacher_features.abs().flatten(1)
+    return -(per_image.mean() if reduction == "mean" else per_image.sum(dim=1).mean())
 
 
 def information_entropy_loss(teacher_logits: torch.Tensor, log_base: float | None = 10.0) -> torch.Tensor:
@@ -47,17 +62,41 @@ def student_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return kd_loss(student_logits, teacher_logits.detach(), temperature)
 
 
-def generator_loss(teacher_logits: torch.Tensor, teacher_features: torch.Tensor, oh: float = 1.0, a: float = 0.1,
-                   ie: float = 5.0, log_base: float | None = 10.0,
-                   entropy_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``oh * L_oh + a * L_a + ie * L_ie`` and the unweighted terms ``{"oh", "a", "ie"}``.
+class DAFLLoss(nn.Module):
+    """DAFL's generator loss ``oh * L_oh + a * L_a + ie * L_ie`` and the student's KD loss (see the module doc).
 
-    entropy_logits: the logits L_ie is computed on (e.g. gathered over all DDP ranks); default ``teacher_logits``.
+    ``forward(teacher_logits, teacher_features, student_logits, entropy_logits=None)`` returns ``L_G + L_S`` (one
+    backward trains both: L_G reaches only the generator, L_S only the student, who sees detached images) and
+    the terms ``{"oh", "a", "ie", "generator", "student"}``. ``entropy_logits``: the logits L_ie is computed on
+    (the batch gathered over DDP ranks); default ``teacher_logits``.
     """
-    terms = {
-        "oh": one_hot_loss(teacher_logits),
-        "a": activation_loss(teacher_features),
-        "ie": information_entropy_loss(teacher_logits if entropy_logits is None else entropy_logits, log_base),
-    }
-    total = oh * terms["oh"] + a * terms["a"] + ie * terms["ie"]
-    return total, terms
+
+    def __init__(self, oh: float, a: float, ie: float, log_base: float | None, temperature: float,
+                 activation: str, global_ie: bool):
+        super().__init__()
+        if min(oh, a, ie) < 0:
+            raise ConfigError(f"loss.oh={oh}, loss.a={a}, loss.ie={ie}: the weights must be >= 0 (the signs are "
+                              f"in the terms).")
+        if temperature <= 0 or (log_base is not None and log_base <= 1):
+            raise ConfigError(f"loss.temperature={temperature}, loss.log_base={log_base}: the temperature must be "
+                              f"> 0 and the log base > 1 (or null for the natural log).")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"loss.activation={activation}: choose mean (official code) or sum (paper, Eq. 3).")
+        self.oh, self.a, self.ie, self.log_base = oh, a, ie, log_base
+        self.temperature, self.activation, self.global_ie = temperature, activation, global_ie
+        self.config = dict(oh=oh, a=a, ie=ie, log_base=log_base, temperature=temperature, activation=activation,
+                           global_ie=global_ie)
+
+    def generator_loss(self, teacher_logits, teacher_features, entropy_logits=None):
+        terms = {
+            "oh": one_hot_loss(teacher_logits),
+            "a": activation_loss(teacher_features, self.activation),
+            "ie": information_entropy_loss(teacher_logits if entropy_logits is None else entropy_logits,
+                                           self.log_base),
+        }
+        return self.oh * terms["oh"] + self.a * terms["a"] + self.ie * terms["ie"], terms
+
+    def forward(self, teacher_logits, teacher_features, student_logits, entropy_logits=None):
+        loss_g, terms = self.generator_loss(teacher_logits, teacher_features, entropy_logits)
+        loss_s = student_loss(student_logits, teacher_logits, self.temperature)
+        return loss_g + loss_s, {**terms, "generator": loss_g, "student": loss_s}

@@ -1,0 +1,133 @@
+"""The DAFL tables of docs/results.md, one per data set: teacher, the student trained on real data, DAFL (the CPU
+recipe) and DAFL with the official generator output, over seeds; plus the generated-vs-real picture and statistics.
+
+    python bench/dafl_table.py [--data-root ../shared/data/mnist-dev] [--seeds 0 1 2] [--jobs 1] [--write]
+
+digits always; MNIST when ``--data-root`` is given (an MNIST-layout folder: ``<root>/MNIST/raw``). Every run is
+``python run.py ...`` (bench/common.py, one thread each, ``--jobs`` at a time) under ``logs/dafl_table/<data>/<row>/
+seed<S>``; a run whose ``metrics.json`` is already there with the same command is read back instead of rerun
+(delete the folder to rerun). ``--rows`` picks rows by name. ``--write`` replaces the ``dafl-table`` section of
+docs/results.md and writes docs/dafl_<data>_generated_vs_real.png.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import QUIET, ROOT, mean_sd, pm, run, write_section
+
+OUT = ROOT / "logs" / "dafl_table"
+ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} are filled in)]
+    "digits": [
+        ("real", "LeNet-5-half trained on the real training images", ["method=supervised", "model=lenet5_half"]),
+        ("dafl_official_output", "DAFL, official generator output (non-affine BatchNorm)",
+         ["experiment=dafl_digits", "generator.output=batchnorm"]),
+        ("dafl", "DAFL, generator output in the pixel range (the recipe)", ["experiment=dafl_digits"]),
+    ],
+    "mnist": [
+        ("real", "LeNet-5-half trained on the real training images",
+         ["experiment=teacher_mnist_lenet5_small", "model=lenet5_half", "data.root={root}"]),
+        ("dafl_official_output", "DAFL, official generator output (non-affine BatchNorm)",
+         ["experiment=dafl_mnist_cpu", "generator.output=batchnorm", "data.root={root}",
+          "teacher.checkpoint={teacher}"]),
+        ("dafl", "DAFL, generator output in the pixel range (the recipe)",
+         ["experiment=dafl_mnist_cpu", "data.root={root}", "teacher.checkpoint={teacher}"]),
+    ],
+}
+TEACHER = {"digits": None,   # the cached digits teacher: its accuracy is read from the DAFL runs
+           "mnist": ["experiment=teacher_mnist_lenet5_small", "data.root={root}", "seed=0"]}
+
+
+def cached_run(args: list[str], folder: Path) -> dict:
+    """``run`` in ``folder``, or the record a previous run of the same command left there."""
+    for done in sorted(folder.glob("logs/*/runs/*/metrics.json")):
+        record = json.loads(done.read_text())
+        if record["command"].split()[2:] == [*args, *QUIET]:
+            return {**record, "run_dir": str(done.parent)}
+    record = run(args, folder)
+    print(f"[dafl_table] {' '.join(args)}: test/acc {100 * record['metrics']['test/acc']:.2f} "
+          f"({record['wall_time_s']:.0f} s)", flush=True)
+    return record
+
+
+def fill(args: list[str], **values) -> list[str]:
+    return [a.format(**values) for a in args]
+
+
+def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int) -> tuple[str, list]:
+    """The markdown of one data set's table and the DAFL run folders (for the picture)."""
+    values = {"root": root, "teacher": None}
+    lines, dafl_runs = [], []
+    if TEACHER[data]:
+        teacher_args = fill(TEACHER[data], **values)
+        teacher = cached_run(teacher_args, OUT / data / "teacher")
+        values["teacher"] = str(Path(teacher["run_dir"]) / "checkpoints" / "last.ckpt")
+        lines.append(f"| teacher LeNet-5 (seed 0) | {100 * teacher['metrics']['test/acc']:.2f} | | "
+                     f"{teacher['wall_time_s']:.0f} | `python run.py {' '.join(teacher_args)}` |")
+    chosen = [r for r in ROWS[data] if rows is None or r[0] in rows]
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {(name, seed): pool.submit(cached_run, [*fill(args, **values), f"seed={seed}"],
+                                             OUT / data / name / f"seed{seed}")
+                   for name, _, args in chosen for seed in seeds}
+        records = {key: f.result() for key, f in futures.items()}
+    if not TEACHER[data]:
+        first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
+        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | "
+                     f"{100 * first['metrics']['test/teacher_acc']:.2f} | | | trained on first use |")
+    for name, label, args in chosen:
+        recs = [records[(name, s)] for s in seeds]
+        last = pm([r["metrics"]["test/acc"] for r in recs])
+        best = pm([r["metrics"]["val/acc_best"] for r in recs]) if "val/acc_best" in recs[0]["metrics"] else ""
+        wall = mean_sd([r["wall_time_s"] for r in recs])[0]
+        command = " ".join(fill(args, root=root or "", teacher="<teacher run>/checkpoints/last.ckpt"))
+        if root:
+            command = command.replace(f"data.root={root}", "data.root=<mnist root>")
+        lines.append(f"| {label} | {last} | {best} | {wall:.0f} | `python run.py {command} seed=<0,1,2>` |")
+        if name.startswith("dafl"):
+            dafl_runs.append(Path(recs[0]["run_dir"]))
+    header = (f"| {data}: LeNet-5 -> LeNet-5-half | test/acc % (last epoch), mean ± sd over seeds "
+              f"{', '.join(map(str, seeds))} | val/acc_best % (best epoch) | wall s per run | command |\n"
+              "|---|---|---|---|---|")
+    return header + "\n" + "\n".join(lines), dafl_runs
+
+
+def images(data: str, runs: list[Path], root: str | None, write: bool) -> str:
+    """Statistics table (and, with ``write``, the picture) of generated vs real images (bench/dafl_images.py)."""
+    out = ROOT / "docs" / f"dafl_{data}_generated_vs_real.png"
+    cmd = [sys.executable, str(ROOT / "bench" / "dafl_images.py"), *map(str, runs)]
+    cmd += ["--data-root", root] if root else []
+    cmd += ["--out", str(out)] if write else []
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", help="MNIST-layout folder: adds the MNIST table")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    names = sorted({row[0] for rows in ROWS.values() for row in rows})
+    parser.add_argument("--rows", nargs="+", help=f"rows to run (default all): {', '.join(names)}")
+    parser.add_argument("--data", nargs="+", default=["digits", "mnist"])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
+    parser.add_argument("--write", action="store_true", help="write docs/results.md (dafl-table) and the pictures")
+    args = parser.parse_args()
+    sections = []
+    for data in args.data:
+        if data == "mnist" and not args.data_root:
+            continue
+        text, runs = table(data, args.seeds, args.rows, args.data_root, args.jobs)
+        stats = images(data, runs, args.data_root if data == "mnist" else None, args.write)
+        sections.append(f"{text}\n\nGenerated vs real test images (seed {args.seeds[0]}; rows in the order of the "
+                        f"DAFL rows above; bench/dafl_images.py):\n\n{stats}\n\n"
+                        f"![{data}: generated (left) vs real (right)](dafl_{data}_generated_vs_real.png)")
+    body = "\n\n".join(sections)
+    print(body)
+    if args.write:
+        write_section("dafl-table", f"Regenerate: `python bench/dafl_table.py --data-root <mnist root> --write` "
+                                    f"(runs under logs/dafl_table/).\n\n{body}")
+
+
+if __name__ == "__main__":
+    main()
