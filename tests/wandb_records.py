@@ -52,3 +52,22 @@ def run_info(wandb_file: str | Path) -> dict:
     """The run's display name and group, from its ``run`` record."""
     run = next(r.run for r in records(wandb_file) if r.WhichOneof("record_type") == "run")
     return {"name": run.display_name, "group": run.run_group}
+
+
+def summary(wandb_file: str | Path) -> dict:
+    """The run summary as the dashboard shows it (wandb keeps the last value of every logged key, and writes
+    ``summary`` records with the updates)."""
+    final = {}
+    for record in records(wandb_file):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                final[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            for item in record.summary.remove:
+                final.pop(item.key or "/".join(item.nested_key), None)
+    return final
+
+
+def image_keys(wandb_file: str | Path) -> set[str]:
+    """Keys logged as images (``wandb.Image``; history values of ``_type`` image-file or images/...)."""
+    return {key for row in history(wandb_file) for key, value in row.items()
+            if isinstance(value, dict) and str(value.get("_type", "")).startswith(("image", "images"))}
