@@ -68,6 +68,13 @@ def summary(wandb_file: str | Path) -> dict:
 
 
 def image_keys(wandb_file: str | Path) -> set[str]:
-    """Keys logged as images (``wandb.Image``; history values of ``_type`` image-file or images/...)."""
-    return {key for row in history(wandb_file) for key, value in row.items()
-            if isinstance(value, dict) and str(value.get("_type", "")).startswith(("image", "images"))}
+    """Keys logged as images (``wandb.Image``): their history value is a dict of ``_type`` image-file or
+    images/..., stored as nested keys (``<key>/_type``)."""
+    keys = set()
+    for row in history(wandb_file):
+        for key, value in row.items():
+            if key.endswith("/_type") and str(value).startswith("image"):
+                keys.add(key.removesuffix("/_type"))
+            elif isinstance(value, dict) and str(value.get("_type", "")).startswith("image"):
+                keys.add(key)
+    return keys
