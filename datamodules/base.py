@@ -5,7 +5,7 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from iccv19.core import ConfigError
 
@@ -38,9 +38,13 @@ class ClassificationDataModule(L.LightningDataModule):
             if value != getattr(self, key):
                 raise ConfigError(f"data.{key}={value}, but {type(self).__name__} has {key}={getattr(self, key)}: "
                                   f"remove the override.")
-        for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+        for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size),
+                           ("eval_batch_size", eval_batch_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"data.{key}={value}: a batch needs at least one image (a positive integer).")
+        for key, value in (("holdout", holdout), ("num_workers", num_workers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"data.{key}={value}: must be an integer >= 0.")
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.global_batch_size = global_batch_size
@@ -75,6 +79,12 @@ class ClassificationDataModule(L.LightningDataModule):
         labels = self.labels_of(train_aug)
         indices = np.arange(len(labels))
         if self.holdout:
+            if not self.num_classes <= self.holdout <= len(labels) - self.num_classes:
+                raise ConfigError(
+                    f"data.holdout={self.holdout}: the training set of {type(self).__name__} has {len(labels)} "
+                    f"images; the held-out validation split takes between {self.num_classes} (one per class) and "
+                    f"{len(labels) - self.num_classes} of them. Choose a value in that range, or 0 to validate "
+                    f"on the test set.")
             train_idx, val_idx = train_test_split(indices, test_size=self.holdout, random_state=self.holdout_seed,
                                                   stratify=labels)
             self.train_set = Subset(train_aug, np.sort(train_idx).tolist())
@@ -106,7 +116,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         if self.batch_sampler is None:
-            return self._loader(self.train_set, self.device_batch_size(), shuffle=True, drop_last=True)
+            return self._loader(self.train_set, self.device_batch_size(), drop_last=True,
+                                sampler=EpochShuffle(self.train_set, seed=int(torch.initial_seed()) % 2**31))
         trainer = self.trainer
         sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.device_batch_size(),
                                      num_replicas=trainer.world_size if trainer else 1,
@@ -120,3 +131,20 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader(self.test_set, self.eval_batch_size)
+
+
+class EpochShuffle(RandomSampler):
+    """A random order drawn from ``(seed, epoch)`` (Lightning calls ``set_epoch``), so a run resumed from
+    ``last.ckpt`` at epoch e reads exactly the batches an uninterrupted run reads. A ``RandomSampler``: under DDP
+    Lightning replaces it by its ``DistributedSampler``, which is seeded the same way."""
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=rng).tolist()

@@ -52,3 +52,29 @@ def run_info(wandb_file: str | Path) -> dict:
     """The run's display name and group, from its ``run`` record."""
     run = next(r.run for r in records(wandb_file) if r.WhichOneof("record_type") == "run")
     return {"name": run.display_name, "group": run.run_group}
+
+
+def summary(wandb_file: str | Path) -> dict:
+    """The run summary as the dashboard shows it (wandb keeps the last value of every logged key, and writes
+    ``summary`` records with the updates)."""
+    final = {}
+    for record in records(wandb_file):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                final[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            for item in record.summary.remove:
+                final.pop(item.key or "/".join(item.nested_key), None)
+    return final
+
+
+def image_keys(wandb_file: str | Path) -> set[str]:
+    """Keys logged as images (``wandb.Image``): their history value is a dict of ``_type`` image-file or
+    images/..., stored as nested keys (``<key>/_type``)."""
+    keys = set()
+    for row in history(wandb_file):
+        for key, value in row.items():
+            if key.endswith("/_type") and str(value).startswith("image"):
+                keys.add(key.removesuffix("/_type"))
+            elif isinstance(value, dict) and str(value.get("_type", "")).startswith("image"):
+                keys.add(key)
+    return keys

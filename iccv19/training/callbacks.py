@@ -1,0 +1,73 @@
+"""Opt-in Lightning callbacks for measuring and speeding up training without touching the LightningModules. Add one
+from the command line: ``+callbacks.step_stats._target_=iccv19.training.callbacks.StepStats``."""
+import resource
+import statistics
+import time
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepStats(Callback):
+    """Prints the median training step time (hooks + forward + backward + optimizer, data loading excluded) over
+    the steps after ``warmup``, and the peak memory: CUDA's peak allocation on a GPU, the process's peak resident
+    memory on a CPU. One line at the end of fit, starting with ``[step_stats]``."""
+
+    def __init__(self, warmup: int = 3):
+        self.warmup, self.times, self._start = warmup, [], None
+
+    def on_fit_start(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        _sync(pl_module.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        _sync(pl_module.device)
+        self.times.append(time.perf_counter() - self._start)
+
+    def summary(self, device: torch.device) -> dict:
+        times = self.times[self.warmup:] or self.times
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "CUDA max allocated"
+        else:
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+        return {"steps": len(times), "step_ms": 1000 * statistics.median(times) if times else float("nan"),
+                "peak_mib": peak, "memory": kind}
+
+    def on_fit_end(self, trainer, pl_module):
+        s = self.summary(pl_module.device)
+        rank_zero_info(f"[step_stats] {type(pl_module).__name__} on {pl_module.device}: {s['step_ms']:.2f} ms/step "
+                       f"(median of {s['steps']} steps after {self.warmup} warm-up), peak memory "
+                       f"{s['peak_mib']:.0f} MiB ({s['memory']})")
+
+
+class CompileNet(Callback):
+    """``torch.compile`` of the trained network (``module.net``), in place (``nn.Module.compile``: parameter names
+    and checkpoints stay as they are). ``mode``: None | reduce-overhead | max-autotune."""
+
+    def __init__(self, mode: str | None = None):
+        self.mode = mode
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":
+            pl_module.net.compile(mode=self.mode)
+
+
+class ChannelsLast(Callback):
+    """Channels-last memory format for the module's 4-d weights and the training batch's images (``batch[0]``)."""
+
+    def on_fit_start(self, trainer, pl_module):
+        pl_module.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if isinstance(batch, list) and isinstance(batch[0], torch.Tensor) and batch[0].dim() == 4:
+            batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
