@@ -44,6 +44,7 @@ COMMANDS = documented_commands()
 
 def split(command: str) -> tuple[list[str], list[str]]:
     """(flags such as -m / --cfg job, overrides) of a ``python run.py`` command."""
+    command = re.sub(r"<[^>]*>", lambda m: m.group(0).replace(" ", "_"), command)   # <teacher run> is one word
     words, flags, overrides = shlex.split(command)[2:], [], []
     while words:
         word = words.pop(0)
@@ -163,7 +164,8 @@ def machine_lacks(cfg) -> str | None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.removeprefix("python run.py").strip() or "main job"
+                                                    for c in COMMANDS])
 def test_documented_command_runs(command, checkout, tmp_path):
     flags, overrides = split(command)
     filled = []
