@@ -167,7 +167,7 @@ def test_global_batch_is_split_across_processes_and_must_divide(tmp_path):
     module = make_module(batch_size=None, global_batch_size=12)
 
     class World:   # what setup reads of the trainer
-        world_size = 3
+        world_size, global_rank = 3, 0
 
     module._trainer = World()
     module.setup("fit")
