@@ -9,6 +9,8 @@ from helpers import FAST, run_cli, run_config
 
 from iccv19.core import find_config_error
 
+pytestmark = pytest.mark.e2e   # every test here runs run.py or a Trainer fit
+
 TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *FAST]
 
 

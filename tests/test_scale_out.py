@@ -83,6 +83,7 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path, monkeypatch):
     assert len(list(proc.run_dirs[0].parent.glob(".submitit/*/*_log.out"))) == 2  # submitit's own job logs
 
 
+@pytest.mark.e2e
 def test_slurm_launcher_composes_with_what_the_user_sets(tmp_path):
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
                  "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600", "hydra.launcher.mem_gb=200"]
