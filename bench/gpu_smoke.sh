@@ -25,7 +25,7 @@ if [ "$TRAINER" = gpu ] && ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torc
 fi
 [ "$TRAINER" = gpu ] && "$PYTHON" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'gpu_smoke: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}')"
 
-COMMON=("trainer=$TRAINER" trainer.max_epochs=1 "+trainer.limit_train_batches=$STEPS" +trainer.limit_val_batches=2
+COMMON=("trainer=$TRAINER" trainer.max_epochs=1000 "+trainer.max_steps=$STEPS" +trainer.limit_val_batches=2
         +trainer.limit_test_batches=2 logger=none callbacks.progress_bar=null callbacks.model_summary=null
         +callbacks.step_stats._target_=iccv19.training.callbacks.StepStats)
 failed=0
