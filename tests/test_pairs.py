@@ -49,6 +49,6 @@ def test_method_on_data_trains_a_step(tmp_path, method, data):
     tiny = ["++trainer.fast_dev_run=1", "logger=none", "callbacks=none", "data.batch_size=4", "data.num_workers=0",
             *FAST[2:]]
     if method == "dafl":
-        tiny += ["module.batch_size=4", "generator.width=4", "datamodule.iterations_per_epoch=1"]
+        tiny += ["module.global_batch_size=4", "generator.width=4", "datamodule.iterations_per_epoch=1"]
     metrics = run_config([*overrides, *tiny], tmp_path)
     assert "test/acc" in metrics and 0.0 <= metrics["test/acc"] <= 1.0

@@ -106,7 +106,7 @@ def size_overrides(cfg, flags: list[str]) -> list[str]:
     sizes += ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
               "++trainer.limit_test_batches=1", "data.batch_size=16", "callbacks.progress_bar=null"]
     if cfg.get("datamodule"):   # DAFL: generated images per iteration, iterations per epoch, generator width
-        sizes += ["module.batch_size=8", "datamodule.iterations_per_epoch=2", "generator.width=8"]
+        sizes += ["module.global_batch_size=8", "datamodule.iterations_per_epoch=2", "generator.width=8"]
     sweeper = cfg.hydra.get("sweeper", {})
     for key, values in (sweeper.get("params") or {}).items():   # a grid: its first point; Optuna: 2 trials
         sizes.append(f"{key}={str(values).split(',')[0]}" if "(" not in str(values) else "hydra.sweeper.n_trials=2")
