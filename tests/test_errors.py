@@ -69,3 +69,18 @@ def test_mistake_is_one_clear_paragraph_and_leaves_nothing_behind(tmp_path, name
     assert fix in errors[0]
     for run_dir in proc.run_dirs:  # Hydra's own record of the command is all a failed run leaves
         assert {p.name for p in run_dir.iterdir()} <= {".hydra", "run.log"}, sorted(run_dir.iterdir())
+
+
+def test_foreign_search_state_and_encoding_files_are_clear_errors(tmp_path):
+    from iccv19.core import ConfigError
+    from iccv19.networks.pruningnet import load_encoding_file
+    from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig
+
+    text = tmp_path / "notes.txt"
+    text.write_text("{ not json: [")
+    search = EvolutionarySearch(3, 31, Budget(lambda e: (1, 1)), lambda encodings: [0.0] * len(encodings),
+                                SearchConfig(population=4, generations=1), text)
+    with pytest.raises(ConfigError, match=f"search.state={text}: not a search state file"):
+        search.load_state()
+    with pytest.raises(ConfigError, match=f"model.encoding={text}: not a top-encodings file"):
+        load_encoding_file(text)

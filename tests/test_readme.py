@@ -138,6 +138,8 @@ def fill_placeholder(key: str, overrides: list[str], checkout: Checkout, tmp_pat
             run_ok(checkout, [], stage1 + ["test=false"], tmp_path)) / "checkpoints" / "last.ckpt")
     if key == "model.encoding":
         search = experiment.removesuffix("_retrain") + "_search"
+        if not (ROOT / "conf" / "experiment" / f"{search}.yaml").is_file():
+            search = "metapruning_digits_search"   # the composition recipes take a digits search's encodings
         ckpt = fill_placeholder("search.pruningnet_ckpt", [f"experiment={search}"], checkout, tmp_path)
         return checkout.artefact(f"encoding:{experiment}", lambda: Path(run_ok(
             checkout, [], [f"experiment={search}", f"search.pruningnet_ckpt={ckpt}"], tmp_path)) / "top_encodings.yaml")

@@ -178,7 +178,13 @@ class EvolutionarySearch:
         """Resume from the state file if it exists; False when starting fresh."""
         if self.state_path is None or not self.state_path.is_file():
             return False
-        state = json.loads(self.state_path.read_text())
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            state = None
+        if not isinstance(state, dict) or not {"fingerprint", "generation", "population"} <= state.keys():
+            raise ConfigError(f"search.state={self.state_path}: not a search state file. Point search.state at the "
+                              f"search_state.json a search wrote, or leave it unset to start over.")
         if state["fingerprint"] != json.loads(json.dumps(self._fingerprint())):
             raise ConfigError(f"search.state={self.state_path}: this state file belongs to a search with other "
                               f"settings ({state['fingerprint']}). Delete it, or point search.state elsewhere.")

@@ -48,7 +48,14 @@ def load_encoding_file(path) -> dict:
     if not path.is_file():
         raise ConfigError(f"model.encoding={path}: file not found. Point it at the top-encodings YAML the search "
                           f"stage wrote (<search run dir>/top_encodings.yaml).")
-    return yaml.safe_load(path.read_text())
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        content = e
+    if not isinstance(content, dict) or "top" not in content:
+        raise ConfigError(f"model.encoding={path}: not a top-encodings file (expected the YAML the search stage "
+                          f"writes, with a 'top' list). Point it at <search run dir>/top_encodings.yaml.")
+    return content
 
 
 def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_channels: int | None = None,
