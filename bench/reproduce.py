@@ -4,7 +4,7 @@ the runs they made (docs/frontier.png; also logged to wandb with --wandb).
 
     python bench/reproduce.py --data-root ../shared/data/mnist-dev          # everything (hours on 2 CPU cores)
     python bench/reproduce.py --data-root ../shared/data/mnist-dev --only cckd
-    python bench/reproduce.py --frontier-only --workdir bench_runs           # redraw from runs already made
+    python bench/reproduce.py --frontier-only                                # redraw from the runs under logs/
 """
 import argparse
 import json
@@ -13,23 +13,29 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from common import ROOT
 
-# name: its table script; each takes --workdir, --write and --data-root (its real-MNIST rows), and names its rows
+RUNS = ROOT / "logs"   # each table script keeps its runs under logs/<its folder>/ (the frontier reads them)
+# name: the table scripts (with their own seeds and rows) and the folder their runs go to; {data_root} is
+# --data-root (rows on real MNIST; a script without it runs its digits rows only)
 TABLES = {
-    "cckd": "bench/cckd_table.py",
-    "dafl": "bench/dafl_table.py",
-    "metapruning": "bench/metapruning_table.py",
+    "cckd": [["bench/cckd_table.py", "--data-root", "{data_root}", "--workdir", str(RUNS / "cckd_table"), "--write"]],
+    "dafl": [["bench/dafl_table.py", "--data-root", "{data_root}", "--write"]],
+    "metapruning": [["bench/metapruning_budgets.py", "--data", "digits", "mnist-dev", "--write"],
+                    ["bench/metapruning_compose.py", "--write"]],
 }
+FOLDERS = ["cckd_table", "dafl_table", "bench_metapruning_budgets"]
 
 
-def runs_under(workdir: Path) -> list[dict]:
-    """Every metrics.json under ``workdir`` with the method (the run folder's task name) added."""
+def runs_under(folders: list[Path]) -> list[dict]:
+    """Every metrics.json under ``folders``, labelled ``<method> on <data>`` (the run's task name and data set)."""
     records = []
-    for path in sorted(workdir.rglob("metrics.json")):
+    for path in sorted(p for folder in folders for p in folder.rglob("metrics.json")):
         record = json.loads(path.read_text())
-        parts = path.parts
-        record["method"] = parts[parts.index("logs") + 1] if "logs" in parts else path.parent.name
+        config = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
+        data = config["data"]["_target_"].rsplit(".", 1)[-1].removesuffix("DataModule")
+        record["method"] = f"{config.get('task_name', '?')} on {data}"
         records.append(record)
     return records
 
@@ -60,32 +66,31 @@ def frontier_figure(records: list[dict]):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", help="MNIST in torchvision's layout (e.g. ../shared/data/mnist-dev)")
-    parser.add_argument("--workdir", default="bench_runs", help="where the runs go (kept for the frontier)")
     parser.add_argument("--only", nargs="+", choices=sorted(TABLES), default=sorted(TABLES))
-    parser.add_argument("--frontier-only", action="store_true")
+    parser.add_argument("--frontier-only", action="store_true", help="redraw from the runs already under logs/")
+    parser.add_argument("--runs", nargs="*", type=Path, help="draw these folders' runs instead of logs/<tables>")
     parser.add_argument("--wandb", action="store_true", help="also log the frontier image to wandb")
     args = parser.parse_args()
-    workdir = Path(args.workdir).resolve()
     started = time.time()
     if not args.frontier_only:
         for name in args.only:
-            command = [sys.executable, str(ROOT / TABLES[name]), "--workdir", str(workdir / name), "--write"]
-            if args.data_root:
-                command += ["--data-root", str(Path(args.data_root).resolve())]
-            print(f"[reproduce] {' '.join(command)}", flush=True)
-            subprocess.run(command, check=True, cwd=ROOT)
-    records = runs_under(workdir)
-    figure = frontier_figure(records)
+            for command in TABLES[name]:
+                if "{data_root}" in command and not args.data_root:
+                    command = [c for c in command if c not in ("--data-root", "{data_root}")]
+                command = [c.replace("{data_root}", str(Path(args.data_root or ".").resolve())) for c in command]
+                print(f"[reproduce] python {' '.join(command)}", flush=True)
+                subprocess.run([sys.executable, *command], check=True, cwd=ROOT)
+    records = runs_under(args.runs or [RUNS / folder for folder in FOLDERS])
     out = ROOT / "docs" / "frontier.png"
-    figure.savefig(out, dpi=120)
+    frontier_figure(records).savefig(out, dpi=120)
     print(f"[reproduce] {len(records)} runs drawn in {out}; {time.time() - started:.0f} s")
     if args.wandb:
         import wandb
 
         from iccv19.training.loggers import wandb_api_key_configured
 
-        run = wandb.init(project="iccv19-compression", job_type="reproduce",
-                         mode="online" if wandb_api_key_configured() else "offline", dir=str(workdir))
+        run = wandb.init(project="iccv19-compression", job_type="reproduce", dir=str(RUNS),
+                         mode="online" if wandb_api_key_configured() else "offline")
         run.log({"frontier": wandb.Image(str(out))})
         run.finish()
 
