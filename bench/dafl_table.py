@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import QUIET, ROOT, mean_sd, pm, run, write_section
+from common import ROOT, mean_sd, pm, run, write_section
 
 OUT = ROOT / "logs" / "dafl_table"
 ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} are filled in)]
@@ -40,11 +40,20 @@ TEACHER = {"digits": None,   # the cached digits teacher: its accuracy is read f
            "mnist": ["experiment=teacher_mnist_lenet5_small", "data.root={root}", "seed=0"]}
 
 
+def same_run(command: str, args: list[str]) -> bool:
+    """Whether ``command`` (a metrics.json record's) ran ``args``: callbacks.* flags (progress bar, summary) and the
+    teacher checkpoint's path aside."""
+    def key(words):
+        return sorted(w.split("=")[0] if w.startswith("teacher.checkpoint=") else w
+                      for w in words if not w.startswith("callbacks."))
+    return key(command.split()[2:]) == key(args)
+
+
 def cached_run(args: list[str], folder: Path) -> dict:
-    """``run`` in ``folder``, or the record a previous run of the same command left there."""
+    """``run`` in ``folder``, or the record a previous run of the same arguments left there (``same_run``)."""
     for done in sorted(folder.glob("logs/*/runs/*/metrics.json")):
         record = json.loads(done.read_text())
-        if record["command"].split()[2:] == [*args, *QUIET]:
+        if same_run(record["command"], args):
             return {**record, "run_dir": str(done.parent)}
     record = run(args, folder)
     print(f"[dafl_table] {' '.join(args)}: test/acc {100 * record['metrics']['test/acc']:.2f} "
@@ -56,11 +65,15 @@ def fill(args: list[str], **values) -> list[str]:
     return [a.format(**values) for a in args]
 
 
-def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int) -> tuple[str, list]:
+def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int,
+          teacher_checkpoint: str | None = None) -> tuple[str, list]:
     """The markdown of one data set's table and the DAFL run folders (for the picture)."""
-    values = {"root": root, "teacher": None}
+    values = {"root": root, "teacher": teacher_checkpoint}
     lines, dafl_runs = [], []
-    if TEACHER[data]:
+    if TEACHER[data] and teacher_checkpoint:
+        lines.append(f"| teacher LeNet-5 (given: {Path(teacher_checkpoint).parent.parent.name}) | {{teacher_acc}} | "
+                     f"| | `python run.py {' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
+    elif TEACHER[data]:
         teacher_args = fill(TEACHER[data], **values)
         teacher = cached_run(teacher_args, OUT / data / "teacher")
         values["teacher"] = str(Path(teacher["run_dir"]) / "checkpoints" / "last.ckpt")
@@ -72,10 +85,12 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
                                              OUT / data / name / f"seed{seed}")
                    for name, _, args in chosen for seed in seeds}
         records = {key: f.result() for key, f in futures.items()}
+    first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
+    teacher_acc = f"{100 * first['metrics']['test/teacher_acc']:.2f}"
     if not TEACHER[data]:
-        first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
-        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | "
-                     f"{100 * first['metrics']['test/teacher_acc']:.2f} | | | trained on first use |")
+        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | {teacher_acc} | | | "
+                     f"trained on first use |")
+    lines = [line.replace("{teacher_acc}", teacher_acc) for line in lines]
     for name, label, args in chosen:
         recs = [records[(name, s)] for s in seeds]
         last = pm([r["metrics"]["test/acc"] for r in recs])
@@ -110,6 +125,7 @@ def main():
     names = sorted({row[0] for rows in ROWS.values() for row in rows})
     parser.add_argument("--rows", nargs="+", help=f"rows to run (default all): {', '.join(names)}")
     parser.add_argument("--data", nargs="+", default=["digits", "mnist"])
+    parser.add_argument("--teacher-checkpoint", help="MNIST: use this LeNet-5 instead of training one")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     parser.add_argument("--write", action="store_true", help="write docs/results.md (dafl-table) and the pictures")
     args = parser.parse_args()
@@ -117,7 +133,8 @@ def main():
     for data in args.data:
         if data == "mnist" and not args.data_root:
             continue
-        text, runs = table(data, args.seeds, args.rows, args.data_root, args.jobs)
+        text, runs = table(data, args.seeds, args.rows, args.data_root, args.jobs,
+                           args.teacher_checkpoint if data == "mnist" else None)
         stats = images(data, runs, args.data_root if data == "mnist" else None, args.write)
         sections.append(f"{text}\n\nGenerated vs real test images (seed {args.seeds[0]}; rows in the order of the "
                         f"DAFL rows above; bench/dafl_images.py):\n\n{stats}\n\n"
