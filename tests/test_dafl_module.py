@@ -197,6 +197,8 @@ def test_bad_configuration_names_the_key():
                                    loss={"beta": 1.0})
     with pytest.raises(ConfigError, match="module.batch_size=1"):
         make_module(batch_size=1)
+    with pytest.raises(ConfigError, match="module.global_batch_size=null and module.batch_size=null"):
+        make_module(batch_size=None)
     with pytest.raises(ConfigError, match="datamodule.real=str"):
         DataFreeDataModule("datamodules.digits.DigitsDataModule")
     with pytest.raises(ConfigError, match="datamodule.iterations_per_epoch=0"):
