@@ -79,14 +79,16 @@ def main():
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data-root")
     parser.add_argument("--out", type=Path, help="PNG: one row per run, generated | real")
+    parser.add_argument("--labels", nargs="+", help="names of the runs in the table (default: their folders)")
     args = parser.parse_args()
     print("| images | " + " | ".join(STATS) + " |\n|---|" + "---|" * len(STATS))
     rows = []
-    for i, run_dir in enumerate(args.runs):
+    labels = args.labels or [run_dir.name for run_dir in args.runs]
+    for i, (run_dir, label) in enumerate(zip(args.runs, labels, strict=True)):
         generated, real = load_run(run_dir, args.data_root)
         if i == 0:
             print("| real (test) | " + " | ".join(f"{v:.2f}" for v in image_stats(real).values()) + " |")
-        print(f"| {run_dir.name} | " + " | ".join(f"{v:.2f}" for v in image_stats(generated).values()) + " |")
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in image_stats(generated).values()) + " |")
         rows.append(side_by_side(generated, real))
     if args.out:
         save_image(torch.cat(rows, dim=1), args.out)

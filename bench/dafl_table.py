@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import QUIET, ROOT, mean_sd, pm, run, write_section
+from common import ROOT, mean_sd, pm, run, write_section
 
 OUT = ROOT / "logs" / "dafl_table"
 ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} are filled in)]
@@ -40,12 +40,24 @@ TEACHER = {"digits": None,   # the cached digits teacher: its accuracy is read f
            "mnist": ["experiment=teacher_mnist_lenet5_small", "data.root={root}", "seed=0"]}
 
 
-def cached_run(args: list[str], folder: Path) -> dict:
-    """``run`` in ``folder``, or the record a previous run of the same command left there."""
+def same_run(command: str, args: list[str]) -> bool:
+    """Whether ``command`` (a metrics.json record's) ran ``args``: callbacks.* flags (progress bar, summary) and the
+    teacher checkpoint's path aside."""
+    def key(words):
+        return sorted(w.split("=")[0] if w.startswith("teacher.checkpoint=") else w
+                      for w in words if not w.startswith("callbacks."))
+    return key(command.split()[2:]) == key(args)
+
+
+def cached_run(args: list[str], folder: Path, run_missing: bool = True) -> dict | None:
+    """``run`` in ``folder``, or the record a previous run of the same arguments left there (``same_run``); None
+    when there is none and ``run_missing`` is false."""
     for done in sorted(folder.glob("logs/*/runs/*/metrics.json")):
         record = json.loads(done.read_text())
-        if record["command"].split()[2:] == [*args, *QUIET]:
+        if same_run(record["command"], args):
             return {**record, "run_dir": str(done.parent)}
+    if not run_missing:
+        return None
     record = run(args, folder)
     print(f"[dafl_table] {' '.join(args)}: test/acc {100 * record['metrics']['test/acc']:.2f} "
           f"({record['wall_time_s']:.0f} s)", flush=True)
@@ -56,11 +68,15 @@ def fill(args: list[str], **values) -> list[str]:
     return [a.format(**values) for a in args]
 
 
-def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int) -> tuple[str, list]:
+def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int,
+          teacher_checkpoint: str | None = None, run_missing: bool = True) -> tuple[str, list]:
     """The markdown of one data set's table and the DAFL run folders (for the picture)."""
-    values = {"root": root, "teacher": None}
+    values = {"root": root, "teacher": teacher_checkpoint}
     lines, dafl_runs = [], []
-    if TEACHER[data]:
+    if TEACHER[data] and teacher_checkpoint:
+        lines.append(f"| teacher LeNet-5 (given: {Path(teacher_checkpoint).parent.parent.name}) | {{teacher_acc}} | "
+                     f"| | `python run.py {' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
+    elif TEACHER[data]:
         teacher_args = fill(TEACHER[data], **values)
         teacher = cached_run(teacher_args, OUT / data / "teacher")
         values["teacher"] = str(Path(teacher["run_dir"]) / "checkpoints" / "last.ckpt")
@@ -69,15 +85,22 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
     chosen = [r for r in ROWS[data] if rows is None or r[0] in rows]
     with ThreadPoolExecutor(jobs) as pool:
         futures = {(name, seed): pool.submit(cached_run, [*fill(args, **values), f"seed={seed}"],
-                                             OUT / data / name / f"seed{seed}")
+                                             OUT / data / name / f"seed{seed}", run_missing)
                    for name, _, args in chosen for seed in seeds}
-        records = {key: f.result() for key, f in futures.items()}
+        records = {key: f.result() for key, f in futures.items() if f.result() is not None}
+    first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
+    teacher_acc = f"{100 * first['metrics']['test/teacher_acc']:.2f}"
     if not TEACHER[data]:
-        first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
-        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | "
-                     f"{100 * first['metrics']['test/teacher_acc']:.2f} | | | trained on first use |")
+        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | {teacher_acc} | | | "
+                     f"trained on first use |")
+    lines = [line.replace("{teacher_acc}", teacher_acc) for line in lines]
     for name, label, args in chosen:
-        recs = [records[(name, s)] for s in seeds]
+        done = [s for s in seeds if (name, s) in records]
+        if not done:
+            continue
+        recs = [records[(name, s)] for s in done]
+        if done != seeds:
+            label = f"{label} (seeds {', '.join(map(str, done))} only)"
         last = pm([r["metrics"]["test/acc"] for r in recs])
         best = pm([r["metrics"]["val/acc_best"] for r in recs]) if "val/acc_best" in recs[0]["metrics"] else ""
         wall = mean_sd([r["wall_time_s"] for r in recs])[0]
@@ -86,17 +109,18 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
             command = command.replace(f"data.root={root}", "data.root=<mnist root>")
         lines.append(f"| {label} | {last} | {best} | {wall:.0f} | `python run.py {command} seed=<0,1,2>` |")
         if name.startswith("dafl"):
-            dafl_runs.append(Path(recs[0]["run_dir"]))
+            dafl_runs.append((f"{name}, seed {done[0]}", Path(recs[0]["run_dir"])))
     header = (f"| {data}: LeNet-5 -> LeNet-5-half | test/acc % (last epoch), mean ± sd over seeds "
               f"{', '.join(map(str, seeds))} | val/acc_best % (best epoch) | wall s per run | command |\n"
               "|---|---|---|---|---|")
     return header + "\n" + "\n".join(lines), dafl_runs
 
 
-def images(data: str, runs: list[Path], root: str | None, write: bool) -> str:
+def images(data: str, runs: list[tuple[str, Path]], root: str | None, write: bool) -> str:
     """Statistics table (and, with ``write``, the picture) of generated vs real images (bench/dafl_images.py)."""
     out = ROOT / "docs" / f"dafl_{data}_generated_vs_real.png"
-    cmd = [sys.executable, str(ROOT / "bench" / "dafl_images.py"), *map(str, runs)]
+    cmd = [sys.executable, str(ROOT / "bench" / "dafl_images.py"), *(str(path) for _, path in runs),
+           "--labels", *(label for label, _ in runs)]
     cmd += ["--data-root", root] if root else []
     cmd += ["--out", str(out)] if write else []
     text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -110,17 +134,21 @@ def main():
     names = sorted({row[0] for rows in ROWS.values() for row in rows})
     parser.add_argument("--rows", nargs="+", help=f"rows to run (default all): {', '.join(names)}")
     parser.add_argument("--data", nargs="+", default=["digits", "mnist"])
+    parser.add_argument("--teacher-checkpoint", help="MNIST: use this LeNet-5 instead of training one")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
+    parser.add_argument("--cached-only", action="store_true", help="run nothing: tabulate the runs already there")
     parser.add_argument("--write", action="store_true", help="write docs/results.md (dafl-table) and the pictures")
     args = parser.parse_args()
     sections = []
     for data in args.data:
         if data == "mnist" and not args.data_root:
             continue
-        text, runs = table(data, args.seeds, args.rows, args.data_root, args.jobs)
+        text, runs = table(data, args.seeds, args.rows, args.data_root, args.jobs,
+                           args.teacher_checkpoint if data == "mnist" else None, not args.cached_only)
         stats = images(data, runs, args.data_root if data == "mnist" else None, args.write)
-        sections.append(f"{text}\n\nGenerated vs real test images (seed {args.seeds[0]}; rows in the order of the "
-                        f"DAFL rows above; bench/dafl_images.py):\n\n{stats}\n\n"
+        sections.append(f"{text}\n\nGenerated (512, the last generator) vs real test images, statistics of "
+                        f"bench/dafl_images.py (see its doc); the picture: one row per DAFL row, generated | "
+                        f"real:\n\n{stats}\n\n"
                         f"![{data}: generated (left) vs real (right)](dafl_{data}_generated_vs_real.png)")
     body = "\n\n".join(sections)
     print(body)

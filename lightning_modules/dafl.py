@@ -59,8 +59,8 @@ class GeneratorThenStudentModule(DistillationModule):
 
     def __init__(self, net: nn.Module, teacher: nn.Module, generator: nn.Module, optimizer: Callable,
                  generator_optimizer: Callable, loss: DAFLLoss | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "epoch", batch_size: int = 512, global_batch_size: int | None = None,
-                 noise_seed: int | None = None,
+                 scheduler_interval: str = "epoch", batch_size: int | None = None,
+                 global_batch_size: int | None = None, noise_seed: int | None = None,
                  image_every_n_epochs: int = 1, num_images: int = 64, collapse_threshold: float = 0.05,
                  log_teacher_accuracy: bool = True):
         if not isinstance(loss, DAFLLoss):
@@ -71,6 +71,10 @@ class GeneratorThenStudentModule(DistillationModule):
             if value is not None and (not isinstance(value, int) or value < 2):
                 raise ConfigError(f"module.{key}={value}: the generator's BatchNorm and the entropy term need "
                                   f"batches of at least 2 images (official: 512 MNIST, 1024 CIFAR).")
+        if batch_size is None and global_batch_size is None:
+            raise ConfigError("module.global_batch_size=null and module.batch_size=null: set the generated images "
+                              "per iteration, module.global_batch_size=<over all processes> (official: 512 MNIST, "
+                              "1024 CIFAR) or module.batch_size=<per process>.")
         self.automatic_optimization = False
         self.generator = generator
         self.generator_optimizer_factory = generator_optimizer

@@ -62,6 +62,7 @@ def test_each_loss_reaches_only_its_own_network():
     assert all(p.grad is None for p in module.teacher.parameters())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("frozen", ["generator", "student"])
 def test_generator_step_changes_only_the_generator_and_student_step_only_the_student(tmp_path, frozen):
     # an optimizer with lr 0 does nothing: what changes is what the other optimizer steps
@@ -78,8 +79,7 @@ def test_generator_step_changes_only_the_generator_and_student_step_only_the_stu
     assert changed(before[still], getattr(module, still)) == set()
     teacher_after = module.teacher.state_dict()
     assert all(torch.equal(teacher_before[k], teacher_after[k]) for k in teacher_before)
-
-
+@pytest.mark.e2e
 def test_teacher_stays_frozen_in_eval_mode_during_training(tmp_path):
     module = make_module()
     modes = []
@@ -103,8 +103,7 @@ def test_noise_differs_per_rank_and_iteration_and_is_reproducible():
     assert not torch.allclose(z, module.noise(6, rank=0))
     module.noise_seed = 8
     assert not torch.allclose(z, module.noise(5, rank=0))
-
-
+@pytest.mark.e2e
 def test_checkpoint_holds_both_networks_and_optimizers_and_resume_is_exact(tmp_path):
     straight = make_module()
     fit(straight, tmp_path / "a", epochs=2)
@@ -123,8 +122,7 @@ def test_checkpoint_holds_both_networks_and_optimizers_and_resume_is_exact(tmp_p
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
     assert not torch.equal(first.generator.fc.weight, resumed.generator.fc.weight)
-
-
+@pytest.mark.e2e
 def test_nan_loss_stops_with_a_clear_message_before_any_step(tmp_path):
     module = make_module(loss={"a": float("nan")})
     before = {name: params(getattr(module, name)) for name in ("generator", "net")}
@@ -134,8 +132,7 @@ def test_nan_loss_stops_with_a_clear_message_before_any_step(tmp_path):
     assert isinstance(TrainingDiverged("x"), ConfigError)  # run.py prints it as one paragraph, exit status 1
     for name in ("generator", "net"):
         assert changed(before[name], getattr(module, name)) == set()
-
-
+@pytest.mark.e2e
 def test_collapsed_generator_is_warned_about(tmp_path):
     module = make_module(generator_lr=0.0)
     with torch.no_grad():
@@ -143,8 +140,7 @@ def test_collapsed_generator_is_warned_about(tmp_path):
     assert module.generator(module.noise(0)).flatten(1).std(0).max() < 1e-5
     with pytest.warns(UserWarning, match="generator collapsed"):
         fit(module, tmp_path)
-
-
+@pytest.mark.e2e
 def test_student_scheduler_steps_per_epoch_and_survives_resume(tmp_path):
     module = make_module(scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[1, 2], gamma=0.1))
     trainer = fit(module, tmp_path, epochs=2, iterations=1)
@@ -161,12 +157,11 @@ def test_the_criterion_settings_are_saved_and_the_alias_is_the_same_class():
     module = make_module(loss={"ie": 20.0})
     assert module.hparams["loss"] == {**MNIST_WEIGHTS, "ie": 20.0, "_target_": "iccv19.losses.dafl.DAFLLoss"}
     assert DAFLModule is GeneratorThenStudentModule
-
-
+@pytest.mark.e2e
 def test_global_batch_is_split_across_processes_and_must_divide(tmp_path):
     module = make_module(batch_size=None, global_batch_size=12)
 
-    class World:   # what setup reads of the trainer
+    class World:   # what setup (and noise) read of the trainer
         world_size, global_rank = 3, 0
 
     module._trainer = World()
@@ -179,8 +174,7 @@ def test_global_batch_is_split_across_processes_and_must_divide(tmp_path):
     module = make_module(batch_size=None, global_batch_size=12)   # one process: all 12 images per iteration
     fit(module, tmp_path, iterations=1)
     assert module.batch_size == 12
-
-
+@pytest.mark.e2e
 def test_best_validation_accuracy_is_logged_beside_the_last(tmp_path):
     module = make_module(student_lr=0.05)
     seen = []
@@ -203,6 +197,8 @@ def test_bad_configuration_names_the_key():
                                    loss={"beta": 1.0})
     with pytest.raises(ConfigError, match="module.batch_size=1"):
         make_module(batch_size=1)
+    with pytest.raises(ConfigError, match="module.global_batch_size=null and module.batch_size=null"):
+        make_module(batch_size=None)
     with pytest.raises(ConfigError, match="datamodule.real=str"):
         DataFreeDataModule("datamodules.digits.DigitsDataModule")
     with pytest.raises(ConfigError, match="datamodule.iterations_per_epoch=0"):
