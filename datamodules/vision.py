@@ -48,11 +48,20 @@ class _CIFAR100(datasets.CIFAR100):
 
 
 class CIFAR10DataModule(ClassificationDataModule):
-    """Random crop 32 (padding 4) + horizontal flip for training; per-channel normalization."""
+    """Random crop 32 (padding 4) + horizontal flip for training; per-channel normalization with ``mean``/``std``
+    (default: this data set's own statistics; the DAFL recipes set the official code's constants)."""
 
     num_classes, in_channels, image_size = 10, 3, 32
     dataset_cls, folder = _CIFAR10, "cifar-10-batches-py"
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+    def __init__(self, mean=None, std=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None:
+                if len(value) != 3 or (name == "std" and min(value) <= 0):
+                    raise ConfigError(f"data.{name}={list(value)}: give one value per channel (3), std > 0.")
+                setattr(self, name, tuple(float(v) for v in value))
 
     def build(self, train, augment):
         if not self.download:

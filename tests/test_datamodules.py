@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 from data_files import write_cifar, write_image_folder, write_mnist
+from helpers import compose_config
+from hydra.utils import instantiate
 
 from datamodules.digits import DigitsDataModule
 from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, ImageNetDataModule, MNISTDataModule
@@ -85,3 +87,21 @@ def test_missing_data_folder_names_data_root_and_layout(tmp_path, module, layout
 def test_shape_override_that_disagrees_is_an_error():
     with pytest.raises(ConfigError, match="data.num_classes=100"):
         DigitsDataModule(num_classes=100)
+
+
+OFFICIAL_DAFL_CIFAR = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+
+
+@pytest.mark.parametrize("recipe", ["dafl_cifar10", "dafl_cifar100", "teacher_cifar10_resnet34",
+                                    "teacher_cifar100_resnet34"])
+def test_dafl_cifar_recipes_normalize_with_the_official_constants(tmp_path, recipe):
+    cfg = compose_config([f"experiment={recipe}", f"data.root={tmp_path}"], tmp_path)
+    assert (list(cfg.data.mean), list(cfg.data.std)) == OFFICIAL_DAFL_CIFAR
+    write_cifar(tmp_path, classes=cfg.data.num_classes, per_batch=400 if cfg.data.num_classes == 100 else 20)
+    dm = instantiate(cfg.data)
+    dm.setup()
+    x, _ = dm.test_set[0]
+    raw = torch.tensor(dm.test_set.data[0], dtype=torch.float32).permute(2, 0, 1) / 255
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in OFFICIAL_DAFL_CIFAR)
+    expected = (raw - mean) / std
+    assert torch.allclose(x, expected, atol=1e-6)
