@@ -82,5 +82,5 @@ def test_foreign_search_state_and_encoding_files_are_clear_errors(tmp_path):
                                 SearchConfig(population=4, generations=1), text)
     with pytest.raises(ConfigError, match=f"search.state={text}: not a search state file"):
         search.load_state()
-    with pytest.raises(ConfigError, match=f"model.encoding={text}: not a top-encodings file"):
+    with pytest.raises(ConfigError, match=f"model.encoding={text}: not an encoding file"):
         load_encoding_file(text)

@@ -52,9 +52,10 @@ def load_encoding_file(path) -> dict:
         content = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         content = e
-    if not isinstance(content, dict) or "top" not in content:
-        raise ConfigError(f"model.encoding={path}: not a top-encodings file (expected the YAML the search stage "
-                          f"writes, with a 'top' list). Point it at <search run dir>/top_encodings.yaml.")
+    if not isinstance(content, dict) or not ({"top", "encoding"} & content.keys()):
+        raise ConfigError(f"model.encoding={path}: not an encoding file (the search's top_encodings.yaml with a "
+                          f"'top' list, or a hand-written one with 'arch', 'size' and 'encoding'). Point it at "
+                          f"<search run dir>/top_encodings.yaml.")
     return content
 
 
