@@ -35,7 +35,10 @@ def runs_under(folders: list[Path]) -> list[dict]:
         record = json.loads(path.read_text())
         config = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
         data = config["data"]["_target_"].rsplit(".", 1)[-1].removesuffix("DataModule")
-        record["method"] = f"{config.get('task_name', '?')} on {data}"
+        method = config.get("task_name", "?")
+        if str(config["model"].get("_target_", "")).endswith("build_pruned"):   # a MetaPruning narrow network
+            method = f"{method}, pruned ({config['model'].get('pick', 'best')})"
+        record["method"] = f"{method} on {data}"
         records.append(record)
     return records
 
@@ -49,12 +52,13 @@ def frontier_figure(records: list[dict]):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = sorted({r["method"] for r in records})
-    for method in methods:
+    for i, method in enumerate(methods):
         points = [(r["metrics"]["model/flops"], 100 * r["metrics"]["test/acc"]) for r in records
                   if r["method"] == method and "model/flops" in r["metrics"] and "test/acc" in r["metrics"]]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.scatter(xs, ys, label=f"{method} ({len(points)} runs)", alpha=0.7, s=18)
+            ax.scatter(xs, ys, label=f"{method} ({len(points)} runs)", alpha=0.7, s=22, marker="os^Dv<>P*X"[i % 10],
+                       color=plt.cm.tab20(i % 20))
     ax.set(xscale="log", xlabel="FLOPs (multiply-adds, log scale)", ylabel="test top-1 (%)",
            title="Every run of bench/reproduce.py: accuracy vs FLOPs")
     ax.grid(True, alpha=0.3)
