@@ -1,5 +1,5 @@
 """Sizes of the CCKD loss terms on one MNIST batch, for each scale of the CC term (docs/parity.md, "CC scale"):
-what ``cc_weight`` must be for the CC term to weigh as much as KD, with the paper's form (normalized, mean over
+what ``beta`` must be for the CC term to weigh as much as KD, with the paper's form (normalized, mean over
 the n x n entries), its ``reduction=sum`` and torchdistill's unnormalized, unsquared form.
 
     python bench/cckd_magnitudes.py --data-root ../shared/data/mnist-dev --teacher <LeNet-5 checkpoint> \
@@ -56,7 +56,7 @@ def main():
         kd = terms["kd"].item()
         print(f"student: {'trained CCKD run' if args.student else 'fresh LeNet-5-half'}; CE {terms['ce']:.3g}, "
               f"T^2 KD (T {loss.temperature:g}) {kd:.3g}\n")
-        print("| CC form | CC value | cc_weight that makes cc_weight x CC = KD |\n|---|---|---|")
+        print("| CC form | CC value | beta that makes beta x CC = KD |\n|---|---|---|")
         for label, (normalize, variant, reduction) in FORMS.items():
             cc = correlation_congruence_loss(e_s, e_t, normalize=normalize, variant=variant,
                                              reduction=reduction).item()

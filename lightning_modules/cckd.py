@@ -1,6 +1,6 @@
 """CCKD (Peng et al., ICCV 2019) and Hinton KD: a student learns from a frozen teacher with the ``loss`` criterion
 
-    L = ce_weight * CE(student, y) + kd_weight * KD_T(student, teacher) [+ cc_weight * CC(embed_s(f_s), embed_t(f_t))]
+    L = ce_weight * CE(student, y) + kd_weight * KD_T(student, teacher) [+ beta * CC(embed_s(f_s), embed_t(f_t))]
 
 ``loss=kd`` instantiates ``iccv19.losses.kd.KDLoss``; ``loss=cckd`` (and its ``_torchdistill``/``_repdistiller``
 variants) a ``_partial_`` of ``iccv19.losses.cckd.CCKDLoss`` that this module completes with the student's and

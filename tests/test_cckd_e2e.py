@@ -45,13 +45,13 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_sweep_each_job_is_its_own_run(tmp_path):
-    jobs = run_cli(["method=cckd", "loss.cc_weight=0.5,2.0", *TINY], tmp_path, multirun=True, timeout=900).run_dirs
+    jobs = run_cli(["method=cckd", "loss.beta=0.5,2.0", *TINY], tmp_path, multirun=True, timeout=900).run_dirs
     assert len({job.parent for job in jobs}) == 1 and jobs[0].parent.parent.name == "multiruns"
     assert [p.name for p in jobs] == ["0", "1"]
     betas = []
     for job in jobs:
         assert (job / "csv" / "metrics.csv").is_file()
-        betas.append(yaml.safe_load(open(job / ".hydra" / "config.yaml"))["loss"]["cc_weight"])
+        betas.append(yaml.safe_load(open(job / ".hydra" / "config.yaml"))["loss"]["beta"])
     assert betas == [0.5, 2.0]
 
 

@@ -30,7 +30,7 @@ def make_loss(name: str = "cckd", **overrides):
 
 
 def make_module(name: str = "cckd", **loss):
-    loss = make_loss(name, **{**({"cc_weight": 1.0} if name == "cckd" else {}), **loss})
+    loss = make_loss(name, **{**({"beta": 1.0} if name == "cckd" else {}), **loss})
     torch.manual_seed(0)
     return CCKDModule(lenet5_half(), FrozenTeacher(LeNet5()), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                       loss=loss)
@@ -81,7 +81,7 @@ def test_kd_is_the_same_module_without_embeddings():
 
 
 def test_total_loss_is_the_weighted_sum():
-    module = make_module(ce_weight=0.3, kd_weight=0.7, cc_weight=2.0, temperature=2.0)
+    module = make_module(ce_weight=0.3, kd_weight=0.7, beta=2.0, temperature=2.0)
     out = module.losses(*batch())
     expected = 0.3 * out["loss_ce"] + 0.7 * out["loss_kd"] + 2.0 * out["loss_cc"]
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
@@ -172,15 +172,15 @@ def test_yaml_is_the_one_source_of_defaults_and_saved_as_hparams(name):
     # Every weighted term is an init argument without a Python default: the YAML alone sets it ...
     signature = inspect.signature(CCKDLoss if name != "kd" else KDLoss).parameters
     assert [p for p, v in signature.items() if v.default is not inspect.Parameter.empty] == ["label_smoothing"]
-    module = make_module(name, **({"cc_weight": 0.5} if name == "cckd" else {}))
+    module = make_module(name, **({"beta": 0.5} if name == "cckd" else {}))
     # ... and the module saves the resolved criterion settings as hparams["loss"], plain values only.
     saved = module.hparams["loss"]
     own = yaml.safe_load(open(ROOT / "conf" / "loss" / f"{name}.yaml"))
     for key, value in own.items():
-        if key not in ("defaults", "_partial_", "_target_", "cc_weight"):
+        if key not in ("defaults", "_partial_", "_target_", "beta"):
             assert saved[key] == value, key
     assert saved["_target_"] == own.get("_target_", "iccv19.losses.cckd.CCKDLoss")
     if name != "kd":
         assert (saved["student_dim"], saved["teacher_dim"]) == (60, 120)
-        assert saved["cc_weight"] == (0.5 if name == "cckd" else own["cc_weight"])
+        assert saved["beta"] == (0.5 if name == "cckd" else own["beta"])
     assert all(isinstance(v, (int, float, str, bool, type(None))) for v in saved.values())

@@ -4,11 +4,11 @@ import pytest
 from helpers import compose_config
 from hydra.utils import instantiate
 
-TORCHDISTILL_LOSS = {"ce_weight": 0.0, "kd_weight": 1.0, "temperature": 1.0, "cc_weight": 0.003,
+TORCHDISTILL_LOSS = {"ce_weight": 0.0, "kd_weight": 1.0, "temperature": 1.0, "beta": 0.003,
                      "kernel": "rbf_taylor", "gamma": 0.4, "order": 2, "normalize": False, "variant": "torchdistill",
                      "reduction": "mean", "embed_dim": 128, "embed_bias": True, "embed_init": "default",
                      "train_teacher_embedding": True}
-REPDISTILLER_LOSS = {"ce_weight": 1.0, "kd_weight": 0.0, "cc_weight": 0.02, "normalize": False,
+REPDISTILLER_LOSS = {"ce_weight": 1.0, "kd_weight": 0.0, "beta": 0.02, "normalize": False,
                      "variant": "repdistiller", "embed_dim": 128, "embed_bias": True, "embed_init": "default",
                      "train_teacher_embedding": True}
 

@@ -63,8 +63,8 @@ def test_dafl_optuna_search_space_composes(tmp_path):
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert set(sweeper.params) == {"loss.oh", "loss.ie", "loss.a", "module.optimizer.lr",
-                                   "module.generator_optimizer.lr"}
+    assert set(sweeper.params) == {"loss.oh", "loss.ie", "loss.a", "optimizer.lr",
+                                   "generator_optimizer.lr"}
     assert cfg.optimized_metric == "val/acc" and sweeper.storage.folder == cfg.hydra.sweep.dir
     for key in sweeper.params:  # every searched key exists in the composed job config
         assert OmegaConf.select(cfg, key) is not None, key

@@ -1,6 +1,6 @@
 """The CCKD criterion (``loss=cckd``, ``loss=cckd_torchdistill``, ``loss=cckd_repdistiller``)::
 
-    L = ce_weight * CE(s, y) + kd_weight * T^2 KL(t_T || s_T) + cc_weight * CC(embed_s(f_s), embed_t(f_t))
+    L = ce_weight * CE(s, y) + kd_weight * T^2 KL(t_T || s_T) + beta * CC(embed_s(f_s), embed_t(f_t))
 
 (the paper's ``alpha``, ``1 - alpha`` and ``beta``; the CC forms, kernels and scales: ``correlation.py``).
 
@@ -38,14 +38,14 @@ EMBED_INITS = ("default", "orthogonal")
 
 
 class CCKDLoss(KDLoss):
-    """KD plus ``cc_weight`` times the correlation congruence of the embedded features (module docstring).
+    """KD plus ``beta`` times the correlation congruence of the embedded features (module docstring).
 
     ``forward(logits, teacher_logits, targets, features, teacher_features)`` returns the weighted total and the
-    unweighted terms ``{"ce", "kd", "cc"}`` (``cc`` only when ``cc_weight > 0``).
+    unweighted terms ``{"ce", "kd", "cc"}`` (``cc`` only when ``beta > 0``).
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, ce_weight: float, kd_weight: float, temperature: float,
-                 cc_weight: float, kernel: str, gamma: float, order: int, normalize: bool, variant: str,
+                 beta: float, kernel: str, gamma: float, order: int, normalize: bool, variant: str,
                  reduction: str, embed_dim: int | None, embed_bias: bool, embed_init: str,
                  train_teacher_embedding: bool, label_smoothing: float = 0.0):
         super().__init__(ce_weight, kd_weight, temperature, label_smoothing)
@@ -53,9 +53,9 @@ class CCKDLoss(KDLoss):
                                     ("reduction", reduction, REDUCTIONS), ("embed_init", embed_init, EMBED_INITS)):
             if value not in choices:
                 raise ConfigError(f"loss.{key}={value}: choose one of {', '.join(choices)}.")
-        if cc_weight < 0:
-            raise ConfigError(f"loss.cc_weight={cc_weight}: the CC weight must be >= 0 (0: plain KD).")
-        self.cc_weight, self.kernel, self.gamma, self.order = float(cc_weight), kernel, float(gamma), int(order)
+        if beta < 0:
+            raise ConfigError(f"loss.beta={beta}: the CC weight must be >= 0 (0: plain KD).")
+        self.beta, self.kernel, self.gamma, self.order = float(beta), kernel, float(gamma), int(order)
         self.normalize, self.variant, self.reduction = bool(normalize), variant, reduction
         self.embed_dim, self.embed_bias, self.embed_init = embed_dim, bool(embed_bias), embed_init
         self.train_teacher_embedding = bool(train_teacher_embedding)
@@ -80,7 +80,7 @@ class CCKDLoss(KDLoss):
 
     @property
     def config(self) -> dict:
-        return {**super().config, "cc_weight": self.cc_weight, "kernel": self.kernel, "gamma": self.gamma,
+        return {**super().config, "beta": self.beta, "kernel": self.kernel, "gamma": self.gamma,
                 "order": self.order, "normalize": self.normalize, "variant": self.variant,
                 "reduction": self.reduction, "embed_dim": self.embed_dim, "embed_bias": self.embed_bias,
                 "embed_init": self.embed_init, "train_teacher_embedding": self.train_teacher_embedding,
@@ -91,11 +91,11 @@ class CCKDLoss(KDLoss):
 
     def forward(self, logits, teacher_logits, targets, features=None, teacher_features=None):
         total, terms = super().forward(logits, teacher_logits, targets)
-        if self.cc_weight > 0:
+        if self.beta > 0:
             emb_s, emb_t = self.embed(features, teacher_features)
             terms["cc"] = correlation_congruence_loss(emb_s, emb_t, self.kernel, self.gamma, self.order,
                                                       self.normalize, self.variant, self.reduction)
-            total = total + self.cc_weight * terms["cc"]
+            total = total + self.beta * terms["cc"]
         return total, terms
 
     @torch.no_grad()
