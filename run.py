@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from iccv19.core import ConfigError, atomic_write_text, find_config_error, load_checkpoint
 from iccv19.search.stage import run_search
@@ -63,10 +64,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Seed, print the config, run ``cfg.stage``; returns the final metrics."""
     if cfg.stage not in STAGES:
         raise SystemExit(f"error: stage={cfg.stage} is not one of {sorted(STAGES)}")
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} must be set (??? in conf/): add {missing[0]}=<value> to the "
-                          f"command (the comment beside it in conf/ says what it takes).")
     check_trainer_config(cfg.trainer)
     rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -94,6 +91,11 @@ def write_metrics_json(path: Path, metrics: dict[str, float], seconds: float) ->
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg)
+    except MissingMandatoryValue:   # a ??? value reached (after the data checks, so a bad data.root is named first)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        print(f"error: {', '.join(missing)} must be set (??? in conf/): add {missing[0]}=<value> to the command "
+              f"(the comment beside it in conf/ says what it takes).", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         error = find_config_error(e)
         if error is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from data_files import write_mnist
 from helpers import FAST, ROOT, compose_config, run_cli, run_config
 from hydra.utils import instantiate
 from wandb_records import history, offline_runs, run_info
@@ -178,3 +179,15 @@ def test_two_sweeps_started_together_get_their_own_sweep_folders(tmp_path):
     sweeps = list((tmp_path / "logs" / "supervised" / "multiruns").iterdir())
     assert len(sweeps) == 2 and all(sorted(p.name for p in s.iterdir() if p.is_dir()) == ["0", "1"]
                                     for s in sweeps)
+
+
+@pytest.mark.e2e
+def test_a_bad_data_root_is_named_before_an_unset_teacher_checkpoint(tmp_path):
+    """Issue 9: `method=dafl data=mnist data.root=/nonexistent` names data.root; with the data there, the unset
+    teacher checkpoint (??? in conf/teacher/for_mnist.yaml) is named."""
+    proc = run_cli(["method=dafl", "data=mnist", "data.root=/nonexistent"], tmp_path, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: data.root=/nonexistent")
+    root = write_mnist(tmp_path / "mnist")
+    proc = run_cli(["method=dafl", "data=mnist", f"data.root={root}"], tmp_path, check=False)
+    assert proc.returncode == 1 and "error: teacher.checkpoint must be set" in proc.stderr
+    assert "Traceback" not in proc.stderr
