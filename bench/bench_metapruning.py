@@ -63,10 +63,11 @@ def train_steps(arch, size, pruning, batch, steps, device, threads, queue):
     queue.put((sorted(times[2:])[len(times[2:]) // 2], peak))   # median, after two warm-up steps
 
 
-def isolated(*args):
+def isolated(target, *args):
+    """``target(*args, queue)`` in a fresh spawned process (its own memory peak and threads); what it puts."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=train_steps, args=(*args, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -114,16 +115,6 @@ def step_times(mode, size, batch, steps, threads, queue):
                             callbacks=[Timer()])
         trainer.fit(module, data)
     queue.put(sorted(times[2:])[len(times[2:]) // 2])
-
-
-def isolated_steps(*args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=step_times, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
@@ -192,8 +183,8 @@ def main():
         bn_recalibration(args.bn_recal, 30, args.threads)
         return
     if args.step_ratio:
-        plain = isolated_steps("plain", args.size, args.batch, args.steps, args.threads)
-        lightning = isolated_steps("lightning", args.size, args.batch, args.steps, args.threads)
+        plain = isolated(step_times, "plain", args.size, args.batch, args.steps, args.threads)
+        lightning = isolated(step_times, "lightning", args.size, args.batch, args.steps, args.threads)
         print(f"MobileNetV2 PruningNet ({args.size}, batch {args.batch}, {args.threads} thread(s), CPU): plain loop "
               f"{1e3 * plain:.0f} ms/step, PruningNetModule {1e3 * lightning:.0f} ms/step, ratio "
               f"{lightning / plain:.3f} (goal <= 1.0)")
@@ -203,8 +194,9 @@ def main():
           "| PruningNet peak MB* |")
     print("|---|---|---|---|---|---|")
     for arch in args.arch:
-        fixed, fixed_mem = isolated(arch, args.size, False, args.batch, args.steps, args.device, args.threads)
-        meta, meta_mem = isolated(arch, args.size, True, args.batch, args.steps, args.device, args.threads)
+        common = (args.batch, args.steps, args.device, args.threads)
+        fixed, fixed_mem = isolated(train_steps, arch, args.size, False, *common)
+        meta, meta_mem = isolated(train_steps, arch, args.size, True, *common)
         print(f"| {arch} | {1e3 * fixed:.1f} | {1e3 * meta:.1f} | {meta / fixed:.2f} | {fixed_mem / 2**20:.0f} | "
               f"{meta_mem / 2**20:.0f} |", flush=True)
     print("*peak memory of the training steps: CUDA max allocated, or on CPU the growth of the process's max RSS")
