@@ -1,8 +1,7 @@
-"""Plumbing every part of the project may import: user-facing errors, atomic writes, option parsing and
-checkpoint reading. A leaf: it imports nothing of the project (and nothing of Lightning or Hydra)."""
+"""Plumbing every part of the project may import: user-facing errors, atomic writes and checkpoint
+reading. A leaf: it imports nothing of the project (and nothing of Lightning or Hydra)."""
 import os
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -22,17 +21,6 @@ def find_config_error(exc: BaseException) -> "ConfigError | None":
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def options_from_config(cls, values, key: str, hint: str = ""):
-    """Dataclass ``cls`` built from a config node; a key it does not know is a ConfigError naming
-    ``<key>.<unknown>`` and the keys it takes."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values or {}) - known)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]} is not an option here; {key} takes "
-                          f"{', '.join(sorted(known))}{hint}")
-    return cls(**dict(values or {}))
 
 
 # -- atomic writes ------------------------------------------------------------------------------------------------
