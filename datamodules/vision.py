@@ -20,15 +20,25 @@ def _require(root, what: str, layout: str, download_hint: bool = True):
 
 
 class MNISTDataModule(ClassificationDataModule):
-    """MNIST resized to 32x32 (DAFL's LeNet-5 input), normalized with (0.1307, 0.3081)."""
+    """MNIST resized to 32x32 (DAFL's LeNet-5 input), normalized with (0.1307, 0.3081). ``random_shift``: training
+    images shifted by up to that many pixels each way (zero padding, then a random 32x32 crop); 0 (default, the
+    official recipes): no augmentation."""
 
     num_classes, in_channels, image_size = 10, 1, 32
+
+    def __init__(self, random_shift: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(random_shift, int) or random_shift < 0:
+            raise ConfigError(f"data.random_shift={random_shift}: the largest shift in pixels, an integer >= 0 "
+                              f"(0: no augmentation).")
+        self.random_shift = random_shift
 
     def build(self, train, augment):
         if not self.download:
             _require(self.root and Path(self.root) / "MNIST" / "raw", "MNIST",
                      "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
-        tf = T.Compose([T.Resize(32), T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])
+        shift = [T.RandomCrop(32, padding=self.random_shift)] if augment and self.random_shift else []
+        tf = T.Compose([T.Resize(32), *shift, T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])
         return datasets.MNIST(self.root, train=train, transform=tf, download=self.download)
 
 

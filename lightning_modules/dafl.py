@@ -82,7 +82,6 @@ class GeneratorThenStudentModule(DistillationModule):
         self.best_val_acc = None
         self.image_every_n_epochs, self.num_images = image_every_n_epochs, num_images
         self.collapse_threshold = collapse_threshold
-        self._diversity_sum, self._diversity_count = 0.0, 0
 
     # -- noise ----------------------------------------------------------------------------------------------
     def base_noise_seed(self) -> int:
@@ -107,7 +106,11 @@ class GeneratorThenStudentModule(DistillationModule):
         if self.criterion.global_ie and self._trainer is not None and self.trainer.world_size > 1:
             entropy_logits = self.all_gather(t_logits, sync_grads=True).flatten(0, 1)
         s_logits = self.net(images.detach())
-        loss, terms = self.criterion(t_logits, t_features, s_logits, entropy_logits)
+        adversarial_logits = None
+        if self.criterion.adversarial:   # the student's function of the images, its weights held fixed
+            weights = {name: p.detach() for name, p in self.net.named_parameters()}
+            adversarial_logits = torch.func.functional_call(self.net, weights, (images,))
+        loss, terms = self.criterion(t_logits, t_features, s_logits, entropy_logits, adversarial_logits)
         return {"images": images, "teacher_logits": t_logits, "student_logits": s_logits, "loss": loss,
                 **{f"loss_{name}": value for name, value in terms.items()}}
 
@@ -124,16 +127,12 @@ class GeneratorThenStudentModule(DistillationModule):
         if self.scheduler_interval == "step" and self.lr_schedulers() is not None:
             self.lr_schedulers().step()
 
-        images = out["images"].detach()
-        diversity = images.flatten(1).std(dim=0).mean()
-        self._diversity_sum = self._diversity_sum + diversity   # a tensor: no device sync per iteration
-        self._diversity_count += 1
+        diversity = out["images"].detach().flatten(1).std(dim=0).mean()
         agreement = (out["student_logits"].argmax(1) == out["teacher_logits"].argmax(1)).float().mean()
-        for name in ("loss", "loss_generator", "loss_student", "loss_oh", "loss_a", "loss_ie"):
-            self.log(f"train/{name}", out[name].detach(), on_step=True, on_epoch=True, batch_size=self.batch_size,
-                     prog_bar=name in ("loss_generator", "loss_student"))
-        self.log("train/diversity", diversity, on_step=True, on_epoch=True, batch_size=self.batch_size)
-        self.log("train/agreement", agreement, on_step=False, on_epoch=True, batch_size=self.batch_size)
+        names = ("loss", "loss_generator", "loss_student", "loss_oh", "loss_a", "loss_ie", "loss_adv")
+        self.log_train({**{name: out[name] for name in names if name in out}, "diversity": diversity,
+                        "agreement": agreement},
+                       self.batch_size, prog_bar=("loss_generator", "loss_student"))
 
     def stop_if_not_finite(self, out: dict, iteration: int):
         bad = not bool(torch.isfinite(out["loss"].detach()))
@@ -158,9 +157,9 @@ class GeneratorThenStudentModule(DistillationModule):
             scheduler.step()
 
     def on_train_epoch_end(self):
-        if self._diversity_count:
-            diversity = float(self._diversity_sum) / self._diversity_count
-            self._diversity_sum, self._diversity_count = 0.0, 0
+        super().on_train_epoch_end()
+        if "diversity" in self.train_epoch_means:
+            diversity = float(self.train_epoch_means["diversity"])
             if diversity < self.collapse_threshold:
                 rank_zero_warn(f"[dafl] epoch {self.current_epoch}: the generator collapsed: generated images "
                                f"are nearly identical (diversity {diversity:.4f} < collapse_threshold "

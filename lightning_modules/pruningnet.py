@@ -44,4 +44,5 @@ class PruningNetModule(ClassifierModule):
         self._full_width()
 
     def on_train_epoch_end(self):
+        super().on_train_epoch_end()
         self._full_width()

@@ -25,7 +25,7 @@ def test_cckd_digits_student_learns(tmp_path):
     assert metrics["test/acc"] >= 0.90
     assert metrics["test/teacher_acc"] >= 0.90
     logged = metrics_columns(tmp_path)
-    assert {"train/loss_ce", "train/loss_kd", "train/loss_cc", "train/loss_epoch", "train/acc",
+    assert {"train/loss_ce_epoch", "train/loss_kd_epoch", "train/loss_cc_epoch", "train/loss_epoch", "train/acc",
             "val/acc_top5", "val/teacher_acc", "val/teacher_acc_top5",
             "test/teacher_acc_top5"} <= logged
     heatmaps = sorted((tmp_path / "csv" / "images").glob("train_correlation_*.png"))

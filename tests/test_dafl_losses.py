@@ -99,7 +99,7 @@ def test_criterion_defaults_are_the_official_mnist_weights_from_the_yaml_only():
     loss = instantiate(OmegaConf.load(CONF / "loss" / "dafl.yaml"))
     assert isinstance(loss, DAFLLoss)
     assert loss.config == dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean",
-                               global_ie=False)
+                               global_ie=False, adversarial=0.0)
     with pytest.raises(TypeError):   # no second set of defaults in Python
         DAFLLoss()
 
@@ -152,3 +152,16 @@ def test_pixel_output_maps_tanh_to_the_normalized_pixel_range_of_real_inputs():
         DAFLGenerator(output="pixels")
     with pytest.raises(ValueError, match="generator.output=tanh"):
         DAFLGenerator(output="tanh")
+
+
+def test_adversarial_option_subtracts_the_mean_absolute_logit_gap():
+    teacher = torch.tensor([[0.0, LN3], [LN4, 0.0]])
+    student = torch.tensor([[1.0, LN3], [LN4, -2.0]])   # |gap|: 1, 0, 0, 2 -> mean 0.75
+    features = torch.ones(2, 3)
+    plain, plain_terms = criterion().generator_loss(teacher, features)
+    loss, terms = criterion(adversarial=0.5).generator_loss(teacher, features, adversarial_logits=student)
+    assert terms["adv"].item() == pytest.approx(0.75)
+    assert loss.item() == pytest.approx(plain.item() - 0.5 * 0.75, rel=1e-6)
+    assert "adv" not in plain_terms
+    with pytest.raises(ValueError, match="adversarial_logits"):
+        criterion(adversarial=0.5).generator_loss(teacher, features)

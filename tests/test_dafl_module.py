@@ -16,7 +16,8 @@ from iccv19.networks.lenet import LeNet5, lenet5_half
 from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import DAFLModule, GeneratorThenStudentModule, TrainingDiverged
 
-MNIST_WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False)
+MNIST_WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False,
+                     adversarial=0.0)
 
 
 def make_module(generator_lr=0.02, student_lr=0.002, batch_size=16, loss=None, **kwargs):
@@ -49,8 +50,9 @@ def changed(before, net):
     return {k for k, v in net.named_parameters() if not torch.equal(before[k], v)}
 
 
-def test_each_loss_reaches_only_its_own_network():
-    module = make_module()
+@pytest.mark.parametrize("adversarial", [0.0, 1.0])
+def test_each_loss_reaches_only_its_own_network(adversarial):
+    module = make_module(loss={"adversarial": adversarial})   # the DFAD-style term too: through the images only
     out = module.losses(module.noise(0))
     out["loss_generator"].backward(retain_graph=True)
     assert all(p.grad is None for p in module.net.parameters())
@@ -60,6 +62,21 @@ def test_each_loss_reaches_only_its_own_network():
     assert all(p.grad is None for p in module.generator.parameters())
     assert all(p.grad is not None for p in module.net.parameters())
     assert all(p.grad is None for p in module.teacher.parameters())
+    assert ("loss_adv" in out) == bool(adversarial)
+
+
+def test_adversarial_term_pushes_the_generator_towards_disagreement():
+    """With only the adversarial term, one generator step raises the teacher-student logit gap on fresh noise."""
+    module = make_module(loss={"oh": 0.0, "a": 0.0, "ie": 0.0, "adversarial": 1.0})
+    opt = torch.optim.Adam(module.generator.parameters(), lr=0.05)
+    gap = []
+    for step in range(20):
+        out = module.losses(module.noise(100 + step))
+        gap.append(out["loss_adv"].item())
+        opt.zero_grad()
+        out["loss_generator"].backward()
+        opt.step()
+    assert gap[-1] > 1.5 * gap[0], gap
 
 
 @pytest.mark.e2e

@@ -23,6 +23,12 @@ constant factor ln(10) = 2.30, which is folded into the weight ``ie``. 10 in eve
 
 ``global_ie``: under DDP, L_ie on the logits all-gathered over ranks (the module gathers them).
 
+``adversarial`` (an option, not DAFL: 0 in every DAFL recipe): the generator also maximizes the teacher-student
+discrepancy, ``L_G -= adversarial * mean |S(x) - T(x)|`` over logits, as DFAD (Fang et al., "Data-Free Adversarial
+Distillation", 2019) trains its generator: images where the student is still wrong. The student's logits for this
+term come from the module with the student's weights held fixed (``adversarial_logits``), so the term moves the
+generator only; the student keeps learning by KD.
+
 Every weight and setting comes from ``conf/loss/dafl*.yaml`` (the one source of truth of the defaults).
 """
 import math
@@ -65,18 +71,20 @@ def student_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
 class DAFLLoss(nn.Module):
     """DAFL's generator loss ``oh * L_oh + a * L_a + ie * L_ie`` and the student's KD loss (see the module doc).
 
-    ``forward(teacher_logits, teacher_features, student_logits, entropy_logits=None)`` returns ``L_G + L_S`` (one
-    backward trains both: L_G reaches only the generator, L_S only the student, who sees detached images) and
-    the terms ``{"oh", "a", "ie", "generator", "student"}``. ``entropy_logits``: the logits L_ie is computed on
-    (the batch gathered over DDP ranks); default ``teacher_logits``.
+    ``forward(teacher_logits, teacher_features, student_logits, entropy_logits=None, adversarial_logits=None)``
+    returns ``L_G + L_S`` (one backward trains both: L_G reaches only the generator, L_S only the student, who sees
+    detached images) and the terms ``{"oh", "a", "ie", "generator", "student"}`` (and ``"adv"``). ``entropy_logits``:
+    the logits L_ie is computed on (the batch gathered over DDP ranks); default ``teacher_logits``.
+    ``adversarial_logits``: the student's logits on the (not detached) images through its fixed weights, needed
+    when ``adversarial > 0``.
     """
 
     def __init__(self, oh: float, a: float, ie: float, log_base: float | None, temperature: float,
-                 activation: str, global_ie: bool):
+                 activation: str, global_ie: bool, adversarial: float):
         super().__init__()
-        if min(oh, a, ie) < 0:
-            raise ConfigError(f"loss.oh={oh}, loss.a={a}, loss.ie={ie}: the weights must be >= 0 (the signs are "
-                              f"in the terms).")
+        if min(oh, a, ie, adversarial) < 0:
+            raise ConfigError(f"loss.oh={oh}, loss.a={a}, loss.ie={ie}, loss.adversarial={adversarial}: the weights "
+                              f"must be >= 0 (the signs are in the terms).")
         if temperature <= 0 or (log_base is not None and log_base <= 1):
             raise ConfigError(f"loss.temperature={temperature}, loss.log_base={log_base}: the temperature must be "
                               f"> 0 and the log base > 1 (or null for the natural log).")
@@ -84,19 +92,28 @@ class DAFLLoss(nn.Module):
             raise ConfigError(f"loss.activation={activation}: choose mean (official code) or sum (paper, Eq. 3).")
         self.oh, self.a, self.ie, self.log_base = oh, a, ie, log_base
         self.temperature, self.activation, self.global_ie = temperature, activation, global_ie
+        self.adversarial = adversarial
         self.config = dict(oh=oh, a=a, ie=ie, log_base=log_base, temperature=temperature, activation=activation,
-                           global_ie=global_ie)
+                           global_ie=global_ie, adversarial=adversarial)
 
-    def generator_loss(self, teacher_logits, teacher_features, entropy_logits=None):
+    def generator_loss(self, teacher_logits, teacher_features, entropy_logits=None, adversarial_logits=None):
         terms = {
             "oh": one_hot_loss(teacher_logits),
             "a": activation_loss(teacher_features, self.activation),
             "ie": information_entropy_loss(teacher_logits if entropy_logits is None else entropy_logits,
                                            self.log_base),
         }
-        return self.oh * terms["oh"] + self.a * terms["a"] + self.ie * terms["ie"], terms
+        loss = self.oh * terms["oh"] + self.a * terms["a"] + self.ie * terms["ie"]
+        if self.adversarial:
+            if adversarial_logits is None:
+                raise ValueError("loss.adversarial > 0 needs the student's logits on the generated images "
+                                 "(adversarial_logits), computed with its weights held fixed")
+            terms["adv"] = (adversarial_logits - teacher_logits).abs().mean()
+            loss = loss - self.adversarial * terms["adv"]
+        return loss, terms
 
-    def forward(self, teacher_logits, teacher_features, student_logits, entropy_logits=None):
-        loss_g, terms = self.generator_loss(teacher_logits, teacher_features, entropy_logits)
+    def forward(self, teacher_logits, teacher_features, student_logits, entropy_logits=None,
+                adversarial_logits=None):
+        loss_g, terms = self.generator_loss(teacher_logits, teacher_features, entropy_logits, adversarial_logits)
         loss_s = student_loss(student_logits, teacher_logits, self.temperature)
         return loss_g + loss_s, {**terms, "generator": loss_g, "student": loss_s}

@@ -1,0 +1,48 @@
+"""What a run logs about training, checked against values computed by hand: ClassifierModule.log_train
+accumulates per-step scalars on the device and logs their epoch means (and the training accuracy) once per epoch."""
+import csv
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_modules.classifier import ClassifierModule
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x, return_features=False):
+        return (self.fc(x), x) if return_features else self.fc(x)
+
+
+def test_epoch_means_and_accuracy_equal_the_hand_computed_ones(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(23, 4), torch.randint(0, 6, (23,))   # batches of 8, 8 and 7: the mean weights samples
+    net = Linear()
+    module = ClassifierModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))   # weights stay as they are
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="", version="")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=logger, log_every_n_steps=2,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8))
+
+    with torch.no_grad():
+        logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    top1 = (logits.argmax(1) == y).float().mean()
+    top5 = (logits.topk(5, dim=1).indices == y[:, None]).any(1).float().mean()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    epochs = [r for r in rows if r.get("train/loss_epoch")]
+    assert len(epochs) == 2
+    for row in epochs:
+        assert abs(float(row["train/loss_epoch"]) - loss.item()) < 1e-5
+        assert abs(float(row["train/acc"]) - top1.item()) < 1e-6
+        assert abs(float(row["train/acc_top5"]) - top5.item()) < 1e-6
+    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    assert steps == [1, 3, 5], steps   # written every log_every_n_steps=2 of the 6 steps, as Lightning does
+    second_batch = F.cross_entropy(logits[8:16], y[8:16])   # step 1 = the second batch
+    assert abs(float(next(r for r in rows if r.get("train/loss_step"))["train/loss_step"]) - second_batch.item()) < 1e-5
