@@ -38,6 +38,9 @@ def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, se
           f"for {max_epochs} epochs and caching it (once per machine)")
     with torch.random.fork_rng():
         L.seed_everything(seed, workers=True, verbose=False)
+        for m in net.modules():   # the same initial weights whatever the run's seed was when net was built
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
         module = ClassifierModule(net, optimizer=lambda params: torch.optim.Adam(params, lr=lr))
         trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -48,6 +48,19 @@ def test_mnist_reads_idx_files_at_32x32(tmp_path):
     assert sorted(set(dm.train_labels().tolist())) == list(range(10))
 
 
+def test_mnist_random_shift_moves_training_images_only(tmp_path):
+    write_mnist(tmp_path, n_train=40, n_test=20)
+    plain = MNISTDataModule(root=str(tmp_path)).build(train=True, augment=True)
+    shifted = MNISTDataModule(root=str(tmp_path), random_shift=1)
+    torch.manual_seed(0)
+    views = torch.stack([shifted.build(train=True, augment=True)[0][0] for _ in range(12)])
+    assert all(torch.equal(shifted.build(train=True, augment=False)[0][0], plain[0][0]) for _ in range(2))
+    assert len({v.sum().item() for v in views}) > 1          # the crops differ: the ink moves in and out
+    assert views.amin().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-4)   # the padding: black, normalized
+    with pytest.raises(ConfigError, match="data.random_shift=-1"):
+        MNISTDataModule(root=str(tmp_path), random_shift=-1)
+
+
 @pytest.mark.parametrize("module, classes", [(CIFAR10DataModule, 10), (CIFAR100DataModule, 100)])
 def test_cifar_reads_python_pickles(tmp_path, module, classes):
     write_cifar(tmp_path, classes=classes, per_batch=20)

@@ -41,6 +41,20 @@ def test_digits_teacher_is_trained_once_cached_and_accurate(tmp_path, capsys):
     assert "training" not in capsys.readouterr().out
 
 
+def test_cached_teacher_does_not_depend_on_the_runs_seed(tmp_path):
+    """The digits teacher is trained under its own seed: runs with other seeds build the same file."""
+    from datamodules.digits import DigitsDataModule
+
+    weights = []
+    for run_seed in (1, 2):
+        torch.manual_seed(run_seed)   # the run's seed, which Hydra's instantiate builds the network under
+        path = tmp_path / f"teacher{run_seed}.pt"
+        build_teacher(LeNet5(), checkpoint=str(path), train_if_missing={"max_epochs": 1, "lr": 1e-3, "seed": 0},
+                      datamodule=DigitsDataModule(batch_size=64, holdout=180, num_workers=0))
+        weights.append(torch.load(path, weights_only=True))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_mismatched_teacher_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "seven_classes.pt"
     torch.save(LeNet5(num_classes=7).state_dict(), path)
