@@ -31,7 +31,7 @@ def metrics_of(run_dir):
 
 @pytest.mark.e2e
 def test_digits_recipe_trains_a_data_free_student(tmp_path, one_thread):
-    """The recipe, shortened to 4 of its 50 epochs (100 iterations of 64 images): far above chance (10%)."""
+    """The recipe, shortened to 4 of its 100 epochs (100 iterations of 64 images): far above chance (10%)."""
     proc = run_cli(["experiment=dafl_digits", "trainer.max_epochs=4", *FAST], tmp_path)
     run_dir = proc.run_dir
     acc = float(re.search(r"\[done\].*test/acc ([0-9.]+)", proc.stdout + proc.stderr).group(1))
@@ -98,7 +98,7 @@ RECIPES = {
     "dafl_mnist_cpu": dict(OFFICIAL, latent=100, width=32, batch=128, opt_s="Adam", lr_s=0.002, lr_g=0.02,
                            weights=(1.0, 0.1, 5.0), epochs=10, milestones=None, eps=1e-5, output="pixels"),
     "dafl_digits": dict(OFFICIAL, latent=100, width=16, batch=64, opt_s="Adam", lr_s=0.002, lr_g=0.02,
-                        weights=(1.0, 0.1, 5.0), epochs=50, milestones=None, eps=1e-5, output="pixels",
+                        weights=(1.0, 0.1, 5.0), epochs=100, milestones=None, eps=1e-5, output="pixels",
                         iterations=25),
 }
 
@@ -134,14 +134,15 @@ def test_recipes_compose_with_their_stated_values(tmp_path, name):
             ((0.1307, 0.3081) if cfg.data._target_.endswith("MNISTDataModule") else (0.3054, 0.3237))
 
 
-@pytest.mark.parametrize("name, batch, optimizer, epochs", [
-    ("teacher_mnist_lenet5", 256, ("torch.optim.Adam", 0.001, 0.0), 9),
-    ("teacher_mnist_lenet5_small", 64, ("torch.optim.SGD", 0.05, 5e-4), 30),
+@pytest.mark.parametrize("name, batch, optimizer, epochs, shift", [
+    ("teacher_mnist_lenet5", 256, ("torch.optim.Adam", 0.001, 0.0), 9, 0),
+    ("teacher_mnist_lenet5_small", 64, ("torch.optim.SGD", 0.05, 5e-4), 30, 1),
 ])
-def test_mnist_teacher_recipes(tmp_path, name, batch, optimizer, epochs):
+def test_mnist_teacher_recipes(tmp_path, name, batch, optimizer, epochs, shift):
     from helpers import compose_config
 
     cfg = compose_config([f"experiment={name}"], tmp_path)
     opt = cfg.module.optimizer
     assert cfg.data.global_batch_size == batch and (opt._target_, opt.lr, opt.weight_decay) == optimizer
     assert cfg.trainer.max_epochs == epochs and cfg.model._target_.endswith("LeNet5")
+    assert cfg.data.random_shift == shift
