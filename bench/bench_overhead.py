@@ -10,8 +10,10 @@ Sizes: ``lenet``: the digits/MNIST pair (LeNet-5 -> LeNet-5-half, 1x32x32, batch
 images; PruningNet: the 32x32 MobileNetV2 PruningNet of experiment=metapruning_digits). ``resnet20``: CIFAR
 ResNet-56 -> ResNet-20 (3x32x32, 100 classes, batch 64; DAFL: generator width 64; PruningNet: not measured).
 Goals (issue 13): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
-``--rounds`` times, in this one process; each round's ratio is of the same steps (after 5 warm-up steps), and the
-median over rounds is printed, with every round's ratio, so load from other processes shows as spread.
+``--rounds`` times, in this one process, in alternating order; each round's ratio is of the same steps (after 5
+warm-up steps), and the median over rounds is printed, with every round's ratio, so load from other processes shows
+as spread. The first row, ``plain/plain``, times the plain supervised loop against itself: the resolution of the
+other rows on this machine.
 """
 import argparse
 import logging
@@ -148,6 +150,15 @@ def lightning_time(method, size, steps, logdir) -> float:
     return timer.seconds
 
 
+def compare(first, second, rounds: int) -> tuple[list[float], list[float]]:
+    """``rounds`` timings of ``first()`` and of ``second()``, in alternating order: drift hits both sides alike."""
+    a, b = [], []
+    for round_ in range(rounds):
+        for f, out in ((first, a), (second, b))[:: 1 if round_ % 2 == 0 else -1]:
+            out.append(f())
+    return a, b
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["supervised", "kd", "cckd", "dafl", "pruningnet"])
@@ -155,22 +166,23 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-noise-floor", action="store_true", help="skip the plain-vs-plain row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     rows = []
     with tempfile.TemporaryDirectory() as logdir:
-        for size in args.sizes:
-            for method in args.methods:
-                if method == "pruningnet" and size != "lenet":
-                    continue
-                plain, light = [], []
-                for _ in range(args.rounds):
-                    plain.append(plain_time(method, size, args.steps))
-                    light.append(lightning_time(method, size, args.steps, logdir))
-                ratios = [b / a for a, b in zip(plain, light, strict=True)]
-                per_step = 1e3 * statistics.median(plain) / (args.steps - WARMUP)
-                rows.append((size, method, per_step, statistics.median(ratios), ratios))
+        pairs = [(size, method) for size in args.sizes for method in args.methods
+                 if method != "pruningnet" or size == "lenet"]
+        if not args.no_noise_floor:   # the resolution of every ratio below: the plain loop against itself
+            pairs.insert(0, (args.sizes[0], "plain/plain"))
+        for size, method in pairs:
+            baseline = partial(plain_time, method if method != "plain/plain" else "supervised", size, args.steps)
+            other = baseline if method == "plain/plain" else partial(lightning_time, method, size, args.steps, logdir)
+            plain, light = compare(baseline, other, args.rounds)
+            ratios = [b / a for a, b in zip(plain, light, strict=True)]
+            per_step = 1e3 * statistics.median(plain) / (args.steps - WARMUP)
+            rows.append((size, method, per_step, statistics.median(ratios), ratios))
     goal = {"lenet": 1.10, "resnet20": 1.05}
     print(f"\nLightning (CSV logger, progress bar, log every {conf('trainer/default.yaml').log_every_n_steps} steps) / "
           f"plain loop, {args.steps - WARMUP} timed steps x {args.rounds} rounds, {args.threads} thread(s)")

@@ -81,7 +81,8 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
         teacher = cached_run(teacher_args, OUT / data / "teacher")
         values["teacher"] = str(Path(teacher["run_dir"]) / "checkpoints" / "last.ckpt")
         lines.append(f"| teacher LeNet-5 (seed 0) | {100 * teacher['metrics']['test/acc']:.2f} | | "
-                     f"{teacher['wall_time_s']:.0f} | `python run.py {' '.join(teacher_args)}` |")
+                     f"{teacher['wall_time_s']:.0f} | `python run.py "
+                     f"{' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
     chosen = [r for r in ROWS[data] if rows is None or r[0] in rows]
     with ThreadPoolExecutor(jobs) as pool:
         futures = {(name, seed): pool.submit(cached_run, [*fill(args, **values), f"seed={seed}"],
@@ -139,6 +140,8 @@ def main():
     parser.add_argument("--cached-only", action="store_true", help="run nothing: tabulate the runs already there")
     parser.add_argument("--write", action="store_true", help="write docs/results.md (dafl-table) and the pictures")
     args = parser.parse_args()
+    if args.data_root:   # every run starts in its own folder under logs/dafl_table/
+        args.data_root = str(Path(args.data_root).resolve())
     sections = []
     for data in args.data:
         if data == "mnist" and not args.data_root:

@@ -32,7 +32,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.scheduler_interval = label_smoothing, scheduler_interval
         self.metrics = nn.ModuleDict()  # built lazily: the number of classes is read off the logits
-        self._train_sums, self._train_samples, self._train_names = None, 0, ()   # log_train's epoch sums
+        self._train_state = {"sums": None, "samples": 0, "names": ()}   # log_train's sums over the epoch
         self.train_epoch_means = {}
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -66,28 +66,28 @@ class ClassifierModule(L.LightningModule):
         ``train/<name>_epoch`` (the mean over the epoch's samples, averaged over DDP ranks) at the end of the epoch:
         the names Lightning's ``on_step=True, on_epoch=True`` gives. With ``logits`` and labels ``y``, the epoch's
         training top-1/top-5 accuracy is logged as ``train/acc`` and ``train/acc_top5``."""
-        stacked = [v.detach().float() for v in values.values()]
-        names = tuple(values)
-        if logits is not None:
-            hits = logits.detach().topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
-            stacked += [hits[:, 0].float().mean(), hits.any(dim=1).float().mean()]
-            names += ("acc", "acc_top5")
-        stacked = torch.stack(stacked) * batch_size
-        self._train_sums = stacked if self._train_sums is None else self._train_sums + stacked
-        self._train_samples += batch_size
-        self._train_names = names
+        means = torch.stack([v.detach() for v in values.values()]).float()   # bf16 sums would drift
+        sums = means * batch_size
+        if logits is not None:   # hits per rank of the top-5 (the indices are distinct): top-1 and top-5 counts
+            hits = (logits.detach().topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]).sum(dim=0)
+            sums = torch.cat([sums, hits[:1], hits.sum(dim=0, keepdim=True)])
+        state = self._train_state   # a plain dict: no nn.Module attribute bookkeeping per step
+        state["sums"] = sums if state["sums"] is None else state["sums"] + sums
+        state["samples"] += batch_size
+        state["names"] = (*values, "acc", "acc_top5") if logits is not None else tuple(values)
         if self.trainer._logger_connector.should_update_logs:   # what Lightning's own LR monitor asks too
-            for name, value in zip(values, stacked, strict=False):   # the accuracies: epoch only
-                self.log(f"train/{name}_step", value / batch_size, prog_bar=name in prog_bar)
+            for name, value in zip(values, means, strict=True):
+                self.log(f"train/{name}_step", value, prog_bar=name in prog_bar)
 
     def on_train_epoch_end(self):
         """Logs the epoch means of ``log_train``'s values; they stay readable in ``self.train_epoch_means``."""
-        if not self._train_samples:
+        state = self._train_state
+        if not state["samples"]:
             return
-        self.train_epoch_means = dict(zip(self._train_names, self._train_sums / self._train_samples, strict=True))
+        self.train_epoch_means = dict(zip(state["names"], state["sums"].float() / state["samples"], strict=True))
         for name, value in self.train_epoch_means.items():
             self.log(f"train/{name}" if name.startswith("acc") else f"train/{name}_epoch", value, sync_dist=True)
-        self._train_sums, self._train_samples = None, 0
+        state.update(sums=None, samples=0)
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
