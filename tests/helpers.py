@@ -45,10 +45,11 @@ def run_config(overrides: list[str], output_dir: str | Path) -> dict[str, float]
 
 def run_folders(workdir: str | Path) -> list[Path]:
     """Run folders (``logs/<task>/runs/<time>``) and multirun job folders (``logs/<task>/multiruns/<time>/<n>``)
-    under ``workdir``, oldest first."""
+    under ``workdir``, oldest first; the jobs of a sweep by job number (jobs that run at once finish in any order)."""
     workdir = Path(workdir)
     found = [*workdir.glob("logs/*/runs/*"), *(p for p in workdir.glob("logs/*/multiruns/*/*") if p.name.isdigit())]
-    return sorted((p for p in found if p.is_dir()), key=lambda p: (p.parent.name, p.stat().st_mtime_ns, p.name))
+    return sorted((p for p in found if p.is_dir()),
+                  key=lambda p: (p.parent.name, int(p.name) if p.name.isdigit() else -1, p.stat().st_mtime_ns, p.name))
 
 
 def run_cli(args: list[str], workdir: str | Path, timeout: int = 600, multirun: bool = False,
