@@ -34,6 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_cckd import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
+
 from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
 from iccv19.networks.generator import DAFLGenerator  # noqa: E402
 from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
@@ -53,12 +55,6 @@ SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 def conf(path: str):
     return OmegaConf.load(ROOT / "conf" / path)
-
-
-def criterion(name: str):
-    """The criterion of conf/loss/<name>.yaml with its YAML defaults, as run.py builds it."""
-    cfg = conf(f"loss/{name}.yaml")
-    return instantiate(cfg)
 
 
 def build(method: str, size: str):

@@ -129,10 +129,9 @@ class GeneratorThenStudentModule(DistillationModule):
 
         diversity = out["images"].detach().flatten(1).std(dim=0).mean()
         agreement = (out["student_logits"].argmax(1) == out["teacher_logits"].argmax(1)).float().mean()
-        names = ("loss", "loss_generator", "loss_student", "loss_oh", "loss_a", "loss_ie", "loss_adv")
-        self.log_train({**{name: out[name] for name in names if name in out}, "diversity": diversity,
-                        "agreement": agreement},
-                       self.batch_size, prog_bar=("loss_generator", "loss_student"))
+        losses = {name: value for name, value in out.items() if name.startswith("loss")}
+        self.log_train({**losses, "diversity": diversity, "agreement": agreement}, self.batch_size,
+                       prog_bar=("loss_generator", "loss_student"))
 
     def stop_if_not_finite(self, out: dict, iteration: int):
         bad = not bool(torch.isfinite(out["loss"].detach()))
