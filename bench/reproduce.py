@@ -73,6 +73,7 @@ def main():
     parser.add_argument("--only", nargs="+", choices=sorted(TABLES), default=sorted(TABLES))
     parser.add_argument("--frontier-only", action="store_true", help="redraw from the runs already under logs/")
     parser.add_argument("--runs", nargs="*", type=Path, help="draw these folders' runs instead of logs/<tables>")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "frontier.png", help="where the picture goes")
     parser.add_argument("--wandb", action="store_true", help="also log the frontier image to wandb")
     args = parser.parse_args()
     started = time.time()
@@ -85,9 +86,8 @@ def main():
                 print(f"[reproduce] python {' '.join(command)}", flush=True)
                 subprocess.run([sys.executable, *command], check=True, cwd=ROOT)
     records = runs_under(args.runs or [RUNS / folder for folder in FOLDERS])
-    out = ROOT / "docs" / "frontier.png"
-    frontier_figure(records).savefig(out, dpi=120)
-    print(f"[reproduce] {len(records)} runs drawn in {out}; {time.time() - started:.0f} s")
+    frontier_figure(records).savefig(args.out, dpi=120)
+    print(f"[reproduce] {len(records)} runs drawn in {args.out}; {time.time() - started:.0f} s")
     if args.wandb:
         import wandb
 
@@ -95,7 +95,7 @@ def main():
 
         run = wandb.init(project="iccv19-compression", job_type="reproduce", dir=str(RUNS),
                          mode="online" if wandb_api_key_configured() else "offline")
-        run.log({"frontier": wandb.Image(str(out))})
+        run.log({"frontier": wandb.Image(str(args.out))})
         run.finish()
 
 
