@@ -5,6 +5,7 @@ from scratch: the searched best, the widest uniform-width one, and a random enco
 first, unselected generation). Every stage is a ``python run.py`` command (bench/common.run).
 
     python bench/metapruning_budgets.py [--data digits mnist-dev] [--budgets 0.1 0.25] [--seeds 0 1 2] [--write]
+        [--out DIR] [--extra k=v ...] [--train-extra k=v ...] [--search-extra k=v ...]   (overrides per stage)
 
 --write puts the table into the metapruning section of docs/results.md. Runs are cached under --out: rerunning
 resumes where a killed bench stopped.
@@ -20,9 +21,17 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, mean_sd, pm, run, write_section  # noqa: E402
 
-MNIST_DEV = ROOT.parent / "shared" / "data" / "mnist-dev"
-DATA = {"digits": [], "mnist-dev": ["data=mnist", f"data.root={MNIST_DEV}", "data.holdout=500", "data.batch_size=64",
-                                    "data.num_workers=0"]}
+MNIST_DEV = ROOT.parent / "shared" / "data" / "mnist-dev"   # the default --data-root
+
+
+def data_args(data: str, root: Path = MNIST_DEV) -> list[str]:
+    """run.py overrides of a data set: digits (embedded) or mnist-dev (MNIST at ``root``, 500 held out)."""
+    if data == "digits":
+        return []
+    return ["data=mnist", f"data.root={Path(root).resolve()}", "data.holdout=500", "data.batch_size=64",
+            "data.num_workers=0"]
+
+
 # random candidates draw choice ids in a range that reaches the budget (uniform 0..30 averages 35% of the FLOPs)
 RANDOM_CHOICES = {0.1: "[0,9]", 0.25: "[2,18]", 0.5: "null"}
 PICKS = ("best", "uniform", "random")
@@ -40,10 +49,11 @@ def cached(path: Path, args: list[str], workdir: Path) -> dict:
     return record
 
 
-def one_seed(data: str, seed: int, budgets, out: Path, extra: list[str]) -> list[dict]:
-    base = [*DATA[data], f"seed={seed}", *extra]
+def one_seed(data: str, seed: int, budgets, out: Path, extra: list[str], train_extra=(), search_extra=(),
+             root: Path = MNIST_DEV) -> list[dict]:
+    base = [*data_args(data, root), f"seed={seed}", *extra]
     d = out / data / f"seed{seed}"
-    train = cached(d / "train.json", ["experiment=metapruning_digits", "test=false", *base], d / "work")
+    train = cached(d / "train.json", ["experiment=metapruning_digits", "test=false", *base, *train_extra], d / "work")
     ckpt = Path(train["run_dir"]) / "checkpoints" / "last.ckpt"
     rows = []
     for budget in budgets:
@@ -51,7 +61,8 @@ def one_seed(data: str, seed: int, budgets, out: Path, extra: list[str]) -> list
         search = cached(b / "search.json", ["experiment=metapruning_digits_search", *base,
                                             f"search.pruningnet_ckpt={ckpt}", f"search.max_flops={budget}",
                                             f"search.min_flops={0.9 * budget:.4f}",
-                                            f"search.random_choices={RANDOM_CHOICES.get(budget, 'null')}"], d / "work")
+                                            f"search.random_choices={RANDOM_CHOICES.get(budget, 'null')}",
+                                            *search_extra], d / "work")
         encodings = Path(search["run_dir"]) / "top_encodings.yaml"
         top = yaml.safe_load(encodings.read_text())
         row = {"data": data, "seed": seed, "budget": budget, "full_flops": top["budget"]["full_flops"]}
@@ -88,19 +99,24 @@ def table(rows: list[dict]) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", nargs="+", default=["digits"], choices=sorted(DATA))
+    parser.add_argument("--data", nargs="+", default=["digits"], choices=["digits", "mnist-dev"])
+    parser.add_argument("--data-root", type=Path, default=MNIST_DEV, help="MNIST for mnist-dev (torchvision layout)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.25])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(ROOT / "logs" / "bench_metapruning_budgets"))
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every stage")
+    parser.add_argument("--train-extra", nargs="*", default=[], help="overrides of the PruningNet training only")
+    parser.add_argument("--search-extra", nargs="*", default=[], help="overrides of the search only")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
-    if "mnist-dev" in args.data and not MNIST_DEV.is_dir():
-        sys.exit(f"{MNIST_DEV} not found: mnist-dev is the 4000/1000-image slice of MNIST (torchvision layout)")
+    if "mnist-dev" in args.data and not args.data_root.is_dir():
+        sys.exit(f"--data-root {args.data_root} not found: mnist-dev is the 4000/1000-image slice of MNIST "
+                 "(torchvision layout)")
     start, rows = time.time(), []
     for data in args.data:
         for seed in args.seeds:
-            rows += one_seed(data, seed, args.budgets, Path(args.out), args.extra)
+            rows += one_seed(data, seed, args.budgets, Path(args.out), args.extra, args.train_extra,
+                             args.search_extra, args.data_root)
     text = table(rows)
     print(f"\n{text}\n\n(total {time.time() - start:.0f} s)")
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,15 @@
-"""Composition rows (issue 12 item 3): the narrow networks MetaPruning found (bench/metapruning_budgets.py, digits,
-10% of the FLOPs) trained three ways from the same encoding file, next to their parts:
-supervised retraining (metapruning_digits_retrain), CCKD from the digits teacher (experiment=metapruning_then_cckd)
-and DAFL without data (experiment=metapruning_then_dafl), plus DAFL's own student (experiment=dafl_digits) and the
-teacher. Run bench/metapruning_budgets.py first (its cached runs are read, not redone).
+"""Composition rows (issue 12 item 3): the narrow networks MetaPruning found (bench/metapruning_budgets.py, 10% of
+the FLOPs) trained three ways from the same encoding file, next to their parts: supervised retraining
+(metapruning_digits_retrain), CCKD from the data set's teacher (experiment=metapruning_then_cckd) and, on digits,
+DAFL without data (experiment=metapruning_then_dafl), plus DAFL's own student (experiment=dafl_digits) and the
+teacher. Run bench/metapruning_budgets.py first with the same --data (its cached runs are read, not redone).
 
-    python bench/metapruning_compose.py [--budget 0.1] [--seeds 0 1 2] [--write]
+    python bench/metapruning_compose.py [--data digits mnist-dev] [--data-root DIR] [--budget 0.1] [--seeds 0 1 2]
+        [--write]
+
+mnist-dev: the teacher is LeNet-5 of experiment=teacher_mnist_lenet5_small (seed 0, trained once here); no DAFL
+rows (the DAFL recipe for MNIST, dafl_mnist_cpu, takes 10 minutes a run; digits shows what DAFL does to these
+networks).
 """
 import argparse
 import json
@@ -13,46 +18,55 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, pm, write_section  # noqa: E402
-from metapruning_budgets import cached  # noqa: E402
+from metapruning_budgets import MNIST_DEV, cached, data_args  # noqa: E402
+
+TEACHER = {"digits": "digits_lenet5 (cached)", "mnist-dev": "experiment=teacher_mnist_lenet5_small, seed 0"}
 
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", nargs="+", default=["digits"], choices=["digits", "mnist-dev"])
+    parser.add_argument("--data-root", type=Path, default=MNIST_DEV, help="MNIST for mnist-dev (torchvision layout)")
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(ROOT / "logs" / "bench_metapruning_budgets"))
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
-    rows = {k: [] for k in ("retrain", "cckd", "dafl", "dafl_lenet5_half", "teacher")}
-    flops = []
-    for seed in args.seeds:
-        b = Path(args.out) / "digits" / f"seed{seed}" / f"budget{args.budget}"
-        search = json.loads((b / "search.json").read_text())
-        retrain = json.loads((b / "retrain_best.json").read_text())
-        encodings = Path(search["run_dir"]) / "top_encodings.yaml"
-        work = b.parent / "work"
-        common = [f"seed={seed}", f"model.encoding={encodings}"]
-        cckd = cached(b / "compose_cckd.json", ["experiment=metapruning_then_cckd", *common], work)
-        dafl = cached(b / "compose_dafl.json", ["experiment=metapruning_then_dafl", *common], work)
-        base = cached(b.parent / "dafl_digits.json", ["experiment=dafl_digits", f"seed={seed}"], work)
-        rows["retrain"].append(retrain["metrics"]["test/acc"])
-        rows["cckd"].append(cckd["metrics"]["test/acc"])
-        rows["dafl"].append(dafl["metrics"]["test/acc"])
-        rows["dafl_lenet5_half"].append(base["metrics"]["test/acc"])
-        rows["teacher"].append(cckd["metrics"].get("test/teacher_acc", float("nan")))
-        flops.append(retrain["metrics"]["model/flops"])
-        print(f"[bench] seed {seed}: " + ", ".join(f"{k} {100 * v[-1]:.2f}" for k, v in rows.items()), flush=True)
-    mflops = sum(flops) / len(flops) / 1e6
-    text = "\n".join([
-        f"| network (digits test, {len(args.seeds)} seeds) | trained by | test top-1 (%) |",
-        "|---|---|---|",
-        f"| teacher LeNet-5 (digits_lenet5) | labels | {pm(rows['teacher'])} |",
-        f"| MetaPruning {args.budget:.0%} ({mflops:.3f} MFLOPs) | labels (metapruning_digits_retrain) | "
-        f"{pm(rows['retrain'])} |",
-        f"| MetaPruning {args.budget:.0%} | CCKD from the teacher (metapruning_then_cckd) | {pm(rows['cckd'])} |",
-        f"| MetaPruning {args.budget:.0%} | DAFL, no data (metapruning_then_dafl) | {pm(rows['dafl'])} |",
-        f"| LeNet-5-half | DAFL, no data (dafl_digits) | {pm(rows['dafl_lenet5_half'])} |",
-    ])
+    lines = ["| data | network (3 seeds) | trained by | test top-1 (%) |", "|---|---|---|---|"]
+    for data in args.data:
+        rows = {k: [] for k in ("teacher", "retrain", "cckd", "dafl", "dafl_lenet5_half")}
+        flops, teacher = [], []
+        if data == "mnist-dev":
+            command = ["experiment=teacher_mnist_lenet5_small", f"data.root={args.data_root.resolve()}", "seed=0"]
+            record = cached(Path(args.out) / data / "teacher.json", command, Path(args.out) / data / "teacher")
+            teacher = [f"teacher.checkpoint={Path(record['run_dir']) / 'checkpoints' / 'last.ckpt'}"]
+        for seed in args.seeds:
+            b = Path(args.out) / data / f"seed{seed}" / f"budget{args.budget}"
+            search = json.loads((b / "search.json").read_text())
+            retrain = json.loads((b / "retrain_best.json").read_text())
+            work = b.parent / "work"
+            encodings = Path(search["run_dir"]) / "top_encodings.yaml"
+            common = [*data_args(data, args.data_root), f"seed={seed}", f"model.encoding={encodings}"]
+            cckd = cached(b / "compose_cckd.json", ["experiment=metapruning_then_cckd", *common, *teacher], work)
+            rows["retrain"].append(retrain["metrics"]["test/acc"])
+            rows["cckd"].append(cckd["metrics"]["test/acc"])
+            rows["teacher"].append(cckd["metrics"]["test/teacher_acc"])
+            if data == "digits":
+                dafl = cached(b / "compose_dafl.json", ["experiment=metapruning_then_dafl", *common], work)
+                base = cached(b.parent / "dafl_digits.json", ["experiment=dafl_digits", f"seed={seed}"], work)
+                rows["dafl"].append(dafl["metrics"]["test/acc"])
+                rows["dafl_lenet5_half"].append(base["metrics"]["test/acc"])
+            flops.append(retrain["metrics"]["model/flops"])
+            print(f"[bench] {data} seed {seed}: " + ", ".join(f"{k} {100 * v[-1]:.2f}" for k, v in rows.items() if v),
+                  flush=True)
+        net = f"MetaPruning {args.budget:.0%} ({sum(flops) / len(flops) / 1e6:.3f} MFLOPs)"
+        lines += [f"| {data} | teacher LeNet-5 ({TEACHER[data]}) | labels | {pm(rows['teacher'])} |",
+                  f"| {data} | {net} | labels (metapruning_digits_retrain) | {pm(rows['retrain'])} |",
+                  f"| {data} | {net} | CCKD from the teacher (metapruning_then_cckd) | {pm(rows['cckd'])} |"]
+        if rows["dafl"]:
+            lines += [f"| {data} | {net} | DAFL, no data (metapruning_then_dafl) | {pm(rows['dafl'])} |",
+                      f"| {data} | LeNet-5-half | DAFL, no data (dafl_digits) | {pm(rows['dafl_lenet5_half'])} |"]
+    text = "\n".join(lines)
     print("\n" + text)
     if args.write:
         write_section("metapruning_compose", text)

@@ -18,12 +18,14 @@ from common import ROOT
 
 RUNS = ROOT / "logs"   # each table script keeps its runs under logs/<its folder>/ (the frontier reads them)
 # name: the table scripts (with their own seeds and rows) and the folder their runs go to; {data_root} is
-# --data-root (rows on real MNIST; a script without it runs its digits rows only)
+# --data-root (rows on real MNIST; without it, the scripts run their digits rows only)
 TABLES = {
     "cckd": [["bench/cckd_table.py", "--data-root", "{data_root}", "--workdir", str(RUNS / "cckd_table"), "--write"]],
     "dafl": [["bench/dafl_table.py", "--data-root", "{data_root}", "--write"]],
-    "metapruning": [["bench/metapruning_budgets.py", "--data", "digits", "mnist-dev", "--write"],
-                    ["bench/metapruning_compose.py", "--write"]],
+    "metapruning": [["bench/metapruning_budgets.py", "--data", "digits", "mnist-dev", "--data-root", "{data_root}",
+                     "--write"],
+                    ["bench/metapruning_compose.py", "--data", "digits", "mnist-dev", "--data-root", "{data_root}",
+                     "--write"]],
 }
 FOLDERS = ["cckd_table", "dafl_table", "bench_metapruning_budgets"]
 
@@ -80,8 +82,8 @@ def main():
     if not args.frontier_only:
         for name in args.only:
             for command in TABLES[name]:
-                if "{data_root}" in command and not args.data_root:
-                    command = [c for c in command if c not in ("--data-root", "{data_root}")]
+                if "{data_root}" in command and not args.data_root:   # the digits rows only
+                    command = [c for c in command if c not in ("--data-root", "{data_root}", "mnist-dev")]
                 command = [c.replace("{data_root}", str(Path(args.data_root or ".").resolve())) for c in command]
                 print(f"[reproduce] python {' '.join(command)}", flush=True)
                 subprocess.run([sys.executable, *command], check=True, cwd=ROOT)
