@@ -3,7 +3,7 @@ sets it up (a CSV logger, conf/callbacks/default.yaml's progress bar, conf/train
 ``log_every_n_steps``: the information a user's run logs) against the same step in a plain PyTorch loop (same
 networks, loss code, optimizers and batches; nothing logged). Prints the ratio per method and size.
 
-    python bench/bench_overhead.py [--methods supervised kd cckd dafl pruningnet] [--sizes lenet resnet20]
+    python bench/bench_overhead.py [--methods bare supervised kd cckd dafl pruningnet] [--sizes lenet resnet20]
                                    [--steps 100] [--rounds 5] [--threads 1]
 
 Sizes: ``lenet``: the digits/MNIST pair (LeNet-5 -> LeNet-5-half, 1x32x32, batch 64; DAFL: generator width 16, 64
@@ -13,7 +13,8 @@ Goals (issue 13): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain an
 ``--rounds`` times, in this one process, in alternating order; each round's ratio is of the same steps (after 5
 warm-up steps), and the median over rounds is printed, with every round's ratio, so load from other processes shows
 as spread. The first row, ``plain/plain``, times the plain supervised loop against itself: the resolution of the
-other rows on this machine.
+other rows on this machine. ``bare`` is the supervised step in a LightningModule with nothing of ours (no metrics,
+no logging): what Lightning's loop costs by itself, the floor of every other row.
 """
 import argparse
 import logging
@@ -57,13 +58,28 @@ def conf(path: str):
     return OmegaConf.load(ROOT / "conf" / path)
 
 
+class BareModule(L.LightningModule):
+    """The supervised step with nothing of ours around it (no metrics, no logging): Lightning's own loop cost."""
+
+    def __init__(self, net, optimizer):
+        super().__init__()
+        self.net, self.optimizer_factory = net, optimizer
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.net.parameters())
+
+
 def build(method: str, size: str):
     """(module, plain step function, batch source) of ``method`` at ``size``; the step function runs one plain
     training step of the module's own networks, loss code and optimizers."""
     student, teacher, shape, classes, width = SIZES[size]
     torch.manual_seed(0)
-    if method == "supervised":
-        module = ClassifierModule(student(classes, shape[0]), optimizer=SGD)
+    if method in ("supervised", "bare"):
+        module = (ClassifierModule if method == "supervised" else BareModule)(student(classes, shape[0]), optimizer=SGD)
     elif method in ("kd", "cckd"):
         module = CCKDModule(student(classes, shape[0]), teacher(classes, shape[0]), optimizer=SGD,
                             loss=criterion(method), heatmap_every_n_epochs=0)
@@ -157,7 +173,7 @@ def compare(first, second, rounds: int) -> tuple[list[float], list[float]]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["supervised", "kd", "cckd", "dafl", "pruningnet"])
+    parser.add_argument("--methods", nargs="+", default=["bare", "supervised", "kd", "cckd", "dafl", "pruningnet"])
     parser.add_argument("--sizes", nargs="+", default=["lenet", "resnet20"], choices=sorted(SIZES))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
