@@ -26,7 +26,7 @@ QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 def run(args: list[str], workdir: str | Path, threads: int = 1, timeout: float | None = None) -> dict:
     """``python run.py <args>`` started in ``workdir`` (its run folder lands under ``workdir/logs``); returns the
     run's ``metrics.json`` record with ``run_dir`` added. ``threads``: torch/OpenMP threads of the run."""
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()   # run_dir is absolute: later commands pass it to run.py in other folders
     workdir.mkdir(parents=True, exist_ok=True)
     before = set(workdir.glob("logs/*/runs/*"))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

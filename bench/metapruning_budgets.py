@@ -113,24 +113,25 @@ def main():
     parser.add_argument("--data-root", type=Path, default=MNIST_DEV, help="MNIST for mnist-dev (torchvision layout)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.25])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(ROOT / "logs" / "bench_metapruning_budgets"))
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench_metapruning_budgets")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every stage")
     parser.add_argument("--train-extra", nargs="*", default=[], help="overrides of the PruningNet training only")
     parser.add_argument("--search-extra", nargs="*", default=[], help="overrides of the search only")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
+    args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
     if "mnist-dev" in args.data and not args.data_root.is_dir():
         sys.exit(f"--data-root {args.data_root} not found: mnist-dev is the 4000/1000-image slice of MNIST "
                  "(torchvision layout)")
     start, rows = time.time(), []
     for data in args.data:
         for seed in args.seeds:
-            rows += one_seed(data, seed, args.budgets, Path(args.out), args.extra, args.train_extra,
+            rows += one_seed(data, seed, args.budgets, args.out, args.extra, args.train_extra,
                              args.search_extra, args.data_root)
     text = table(rows)
     print(f"\n{text}\n\n(total {time.time() - start:.0f} s)")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "rows.json").write_text(json.dumps(rows, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
     if args.write:
         write_section("metapruning_budgets", text)
 

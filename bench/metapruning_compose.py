@@ -30,19 +30,20 @@ def main():
     parser.add_argument("--data-root", type=Path, default=MNIST_DEV, help="MNIST for mnist-dev (torchvision layout)")
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(ROOT / "logs" / "bench_metapruning_budgets"))
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench_metapruning_budgets")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
+    args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
     lines = ["| data | network (3 seeds) | trained by | test top-1 (%) |", "|---|---|---|---|"]
     for data in args.data:
         rows = {k: [] for k in ("teacher", "retrain", "labels_adam", "cckd", "dafl", "dafl_lenet5_half")}
         flops, teacher = [], []
         if data == "mnist-dev":
             command = ["experiment=teacher_mnist_lenet5_small", f"data.root={args.data_root.resolve()}", "seed=0"]
-            record = cached(Path(args.out) / data / "teacher.json", command, Path(args.out) / data / "teacher")
+            record = cached(args.out / data / "teacher.json", command, args.out / data / "teacher")
             teacher = [f"teacher.checkpoint={Path(record['run_dir']) / 'checkpoints' / 'last.ckpt'}"]
         for seed in args.seeds:
-            b = Path(args.out) / data / f"seed{seed}" / f"budget{args.budget}"
+            b = args.out / data / f"seed{seed}" / f"budget{args.budget}"
             search = json.loads((b / "search.json").read_text())
             retrain = json.loads((b / "retrain_best.json").read_text())
             work = b.parent / "work"
