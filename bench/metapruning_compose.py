@@ -1,7 +1,7 @@
 """Composition rows (issue 12 item 3): the narrow networks MetaPruning found (bench/metapruning_budgets.py, 10% of
-the FLOPs) trained from the same encoding file by labels (metapruning_digits_retrain: SGD; and with CCKD's optimizer,
-experiment=metapruning_then_cckd method=supervised), by CCKD from the data set's teacher
-(experiment=metapruning_then_cckd: Adam, the same epochs and schedule) and, on digits,
+the FLOPs) trained from the same encoding file by labels (metapruning_digits_retrain; and with the gradient clipping
+of the CCKD row, experiment=metapruning_then_cckd method=supervised), by CCKD from the data set's teacher
+(experiment=metapruning_then_cckd: the same SGD, epochs and schedule, gradients clipped) and, on digits,
 DAFL without data (experiment=metapruning_then_dafl), plus DAFL's own student (experiment=dafl_digits) and the
 teacher. Run bench/metapruning_budgets.py first with the same --data (its cached runs are read, not redone).
 
@@ -36,7 +36,7 @@ def main():
     args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
     lines = ["| data | network (3 seeds) | trained by | test top-1 (%) |", "|---|---|---|---|"]
     for data in args.data:
-        rows = {k: [] for k in ("teacher", "retrain", "labels_adam", "cckd", "dafl", "dafl_lenet5_half")}
+        rows = {k: [] for k in ("teacher", "retrain", "labels_clip", "cckd", "dafl", "dafl_lenet5_half")}
         flops, teacher = [], []
         if data == "mnist-dev":
             command = ["experiment=teacher_mnist_lenet5_small", f"data.root={args.data_root.resolve()}", "seed=0"]
@@ -49,10 +49,10 @@ def main():
             work = b.parent / "work"
             encodings = Path(search["run_dir"]) / "top_encodings.yaml"
             common = [*data_args(data, args.data_root), f"seed={seed}", f"model.encoding={encodings}"]
-            labels = cached(b / "compose_labels_adam.json",
+            labels = cached(b / "compose_labels_clip.json",
                             ["experiment=metapruning_then_cckd", "method=supervised", *common], work)
             cckd = cached(b / "compose_cckd.json", ["experiment=metapruning_then_cckd", *common, *teacher], work)
-            rows["labels_adam"].append(labels["metrics"]["test/acc"])
+            rows["labels_clip"].append(labels["metrics"]["test/acc"])
             rows["retrain"].append(retrain["metrics"]["test/acc"])
             rows["cckd"].append(cckd["metrics"]["test/acc"])
             rows["teacher"].append(cckd["metrics"]["test/teacher_acc"])
@@ -66,10 +66,11 @@ def main():
                   flush=True)
         net = f"MetaPruning {args.budget:.0%} ({sum(flops) / len(flops) / 1e6:.3f} MFLOPs)"
         lines += [f"| {data} | teacher LeNet-5 ({TEACHER[data]}) | labels | {pm(rows['teacher'])} |",
-                  f"| {data} | {net} | labels (metapruning_digits_retrain: SGD 0.1) | {pm(rows['retrain'])} |",
-                  f"| {data} | {net} | labels, Adam 3e-3 (metapruning_then_cckd method=supervised) | "
-                  f"{pm(rows['labels_adam'])} |",
-                  f"| {data} | {net} | CCKD from the teacher, Adam 3e-3 (metapruning_then_cckd) | {pm(rows['cckd'])} |"]
+                  f"| {data} | {net} | labels (metapruning_digits_retrain) | {pm(rows['retrain'])} |",
+                  f"| {data} | {net} | labels, gradients clipped (metapruning_then_cckd method=supervised) | "
+                  f"{pm(rows['labels_clip'])} |",
+                  f"| {data} | {net} | CCKD from the teacher, gradients clipped (metapruning_then_cckd) | "
+                  f"{pm(rows['cckd'])} |"]
         if rows["dafl"]:
             lines += [f"| {data} | {net} | DAFL, no data (metapruning_then_dafl) | {pm(rows['dafl'])} |",
                       f"| {data} | LeNet-5-half | DAFL, no data (dafl_digits) | {pm(rows['dafl_lenet5_half'])} |"]

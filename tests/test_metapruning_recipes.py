@@ -202,14 +202,15 @@ def test_composition_recipes_put_the_pruned_network_under_the_method(recipe, mod
     net = instantiate(cfg.model)
     assert net.encoding == [5] * 11 and net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     if recipe == "metapruning_then_cckd":
-        # CCKD's optimizer (Adam 3e-3), the retraining recipe's epochs and schedule; method=supervised gives the
-        # labels-only row with the same optimizer, schedule and epochs (the composition table's fair part)
+        # the retraining recipe's optimizer, schedule and epochs, gradients clipped; method=supervised gives the
+        # labels-only row with the same settings (the composition table's fair part)
         retrain = compose_config(["experiment=metapruning_digits_retrain", f"model.encoding={path}"], tmp_path)
         labels = compose_config([f"experiment={recipe}", "method=supervised", f"model.encoding={path}"], tmp_path)
-        assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 0.003
-        assert cfg.scheduler == retrain.scheduler and cfg.trainer.max_epochs == retrain.trainer.max_epochs == 30
+        assert cfg.optimizer == retrain.optimizer and cfg.scheduler == retrain.scheduler
+        assert cfg.trainer.max_epochs == retrain.trainer.max_epochs == 30 and cfg.trainer.gradient_clip_val == 1.0
         assert labels.module._target_ == "lightning_modules.classifier.ClassifierModule" and not labels.teacher
         assert labels.optimizer == cfg.optimizer and labels.scheduler == cfg.scheduler
+        assert labels.trainer.gradient_clip_val == 1.0
         assert labels.trainer.max_epochs == 30 and labels.model == cfg.model
 
 
