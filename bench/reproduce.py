@@ -39,7 +39,9 @@ def runs_under(folders: list[Path]) -> list[dict]:
         data = config["data"]["_target_"].rsplit(".", 1)[-1].removesuffix("DataModule")
         method = config.get("task_name", "?")
         if str(config["model"].get("_target_", "")).endswith("build_pruned"):   # a MetaPruning narrow network
-            method = f"{method}, pruned ({config['model'].get('pick', 'best')})"
+            encoding = Path(config["model"]["encoding"])   # a search's file (picked from) or a hand-written one
+            pick = config["model"].get("pick", "best") if encoding.name == "top_encodings.yaml" else encoding.stem
+            method = f"{method}, pruned ({pick})"
         record["method"] = f"{method} on {data}"
         records.append(record)
     return records
