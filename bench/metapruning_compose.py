@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, pm, write_section  # noqa: E402
 from metapruning_budgets import MNIST_DEV, cached, data_args  # noqa: E402
 
-TEACHER = {"digits": "digits_lenet5 (cached)", "mnist-dev": "experiment=teacher_mnist_lenet5_small, seed 0"}
+TEACHER = {"digits": "digits_lenet5, cached", "mnist-dev": "experiment=teacher_mnist_lenet5_small, seed 0"}
 
 
 def main():
