@@ -5,16 +5,18 @@ searched best, the widest uniform-width one within the budget, the next uniform 
 random encoding of the window (the search's first, unselected generation). Every stage is a ``python run.py``
 command (bench/common.run).
 
-    python bench/metapruning_budgets.py [--data digits mnist-dev] [--budgets 0.1 0.25] [--seeds 0 1 2] [--write]
-        [--out DIR] [--extra k=v ...] [--train-extra k=v ...] [--search-extra k=v ...]   (overrides per stage)
+    python bench/metapruning_budgets.py [--data digits mnist-dev] [--budgets 0.1 0.25] [--seeds 0 1 2] [--jobs 2]
+        [--write] [--out DIR] [--extra k=v ...] [--train-extra k=v ...] [--search-extra k=v ...]   (overrides per stage)
 
 --write puts the table into the metapruning section of docs/results.md. Runs are cached under --out: rerunning
-resumes where a killed bench stopped.
+resumes where a killed bench stopped. ``--jobs`` (data set, seed) pairs run at a time, one thread each; the stages
+of one pair run in order.
 """
 import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -117,17 +119,19 @@ def main():
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every stage")
     parser.add_argument("--train-extra", nargs="*", default=[], help="overrides of the PruningNet training only")
     parser.add_argument("--search-extra", nargs="*", default=[], help="overrides of the search only")
+    parser.add_argument("--jobs", type=int, default=2, help="(data set, seed) pairs at a time, one thread each")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
     args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
     if "mnist-dev" in args.data and not args.data_root.is_dir():
         sys.exit(f"--data-root {args.data_root} not found: mnist-dev is the 4000/1000-image slice of MNIST "
                  "(torchvision layout)")
-    start, rows = time.time(), []
-    for data in args.data:
-        for seed in args.seeds:
-            rows += one_seed(data, seed, args.budgets, args.out, args.extra, args.train_extra,
-                             args.search_extra, args.data_root)
+    start = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:   # each pair in its own work folder (bench/common.run)
+        pairs = pool.map(lambda pair: one_seed(*pair, args.budgets, args.out, args.extra, args.train_extra,
+                                               args.search_extra, args.data_root),
+                         [(data, seed) for data in args.data for seed in args.seeds])
+        rows = [row for pair in pairs for row in pair]
     text = table(rows)
     print(f"\n{text}\n\n(total {time.time() - start:.0f} s)")
     args.out.mkdir(parents=True, exist_ok=True)

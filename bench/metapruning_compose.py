@@ -6,7 +6,7 @@ DAFL without data (experiment=metapruning_then_dafl), plus DAFL's own student (e
 teacher. Run bench/metapruning_budgets.py first with the same --data (its cached runs are read, not redone).
 
     python bench/metapruning_compose.py [--data digits mnist-dev] [--data-root DIR] [--budget 0.1] [--seeds 0 1 2]
-        [--write]
+        [--jobs 2] [--write]
 
 mnist-dev: the teacher is LeNet-5 of experiment=teacher_mnist_lenet5_small (seed 0, trained once here); no DAFL
 rows (the DAFL recipe for MNIST, dafl_mnist_cpu, takes 10 minutes a run; digits shows what DAFL does to these
@@ -15,6 +15,7 @@ networks).
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,6 +25,27 @@ from metapruning_budgets import MNIST_DEV, cached, data_args  # noqa: E402
 TEACHER = {"digits": "digits_lenet5, cached", "mnist-dev": "experiment=teacher_mnist_lenet5_small, seed 0"}
 
 
+def one_seed(data: str, seed: int, args, teacher: list[str]) -> dict:
+    """The composed runs of one seed (cached), in order, in the seed's own work folder."""
+    b = args.out / data / f"seed{seed}" / f"budget{args.budget}"
+    search = json.loads((b / "search.json").read_text())
+    retrain = json.loads((b / "retrain_best.json").read_text())
+    work = b.parent / "work"
+    encodings = Path(search["run_dir"]) / "top_encodings.yaml"
+    common = [*data_args(data, args.data_root), f"seed={seed}", f"model.encoding={encodings}"]
+    labels = cached(b / "compose_labels_clip.json",
+                    ["experiment=metapruning_then_cckd", "method=supervised", *common], work)
+    cckd = cached(b / "compose_cckd.json", ["experiment=metapruning_then_cckd", *common, *teacher], work)
+    row = {"labels_clip": labels, "retrain": retrain, "cckd": cckd}
+    if data == "digits":
+        row["dafl"] = cached(b / "compose_dafl.json", ["experiment=metapruning_then_dafl", *common], work)
+        row["dafl_lenet5_half"] = cached(b.parent / "dafl_digits.json",
+                                         ["experiment=dafl_digits", f"seed={seed}"], work)
+    print(f"[bench] {data} seed {seed}: " + ", ".join(
+        f"{k} {100 * r['metrics']['test/acc']:.2f}" for k, r in row.items()), flush=True)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", nargs="+", default=["digits"], choices=["digits", "mnist-dev"])
@@ -31,6 +53,7 @@ def main():
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench_metapruning_budgets")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds at a time, one thread each")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
     args = parser.parse_args()
     args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
@@ -42,28 +65,12 @@ def main():
             command = ["experiment=teacher_mnist_lenet5_small", f"data.root={args.data_root.resolve()}", "seed=0"]
             record = cached(args.out / data / "teacher.json", command, args.out / data / "teacher")
             teacher = [f"teacher.checkpoint={Path(record['run_dir']) / 'checkpoints' / 'last.ckpt'}"]
-        for seed in args.seeds:
-            b = args.out / data / f"seed{seed}" / f"budget{args.budget}"
-            search = json.loads((b / "search.json").read_text())
-            retrain = json.loads((b / "retrain_best.json").read_text())
-            work = b.parent / "work"
-            encodings = Path(search["run_dir"]) / "top_encodings.yaml"
-            common = [*data_args(data, args.data_root), f"seed={seed}", f"model.encoding={encodings}"]
-            labels = cached(b / "compose_labels_clip.json",
-                            ["experiment=metapruning_then_cckd", "method=supervised", *common], work)
-            cckd = cached(b / "compose_cckd.json", ["experiment=metapruning_then_cckd", *common, *teacher], work)
-            rows["labels_clip"].append(labels["metrics"]["test/acc"])
-            rows["retrain"].append(retrain["metrics"]["test/acc"])
-            rows["cckd"].append(cckd["metrics"]["test/acc"])
-            rows["teacher"].append(cckd["metrics"]["test/teacher_acc"])
-            if data == "digits":
-                dafl = cached(b / "compose_dafl.json", ["experiment=metapruning_then_dafl", *common], work)
-                base = cached(b.parent / "dafl_digits.json", ["experiment=dafl_digits", f"seed={seed}"], work)
-                rows["dafl"].append(dafl["metrics"]["test/acc"])
-                rows["dafl_lenet5_half"].append(base["metrics"]["test/acc"])
-            flops.append(retrain["metrics"]["model/flops"])
-            print(f"[bench] {data} seed {seed}: " + ", ".join(f"{k} {100 * v[-1]:.2f}" for k, v in rows.items() if v),
-                  flush=True)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for row in pool.map(lambda seed: one_seed(data, seed, args, teacher), args.seeds):  # noqa: B023
+                for key, record in row.items():
+                    rows[key].append(record["metrics"]["test/acc"])
+                rows["teacher"].append(row["cckd"]["metrics"]["test/teacher_acc"])
+                flops.append(row["retrain"]["metrics"]["model/flops"])
         net = f"MetaPruning {args.budget:.0%} ({sum(flops) / len(flops) / 1e6:.3f} MFLOPs)"
         lines += [f"| {data} | teacher LeNet-5 ({TEACHER[data]}) | labels | {pm(rows['teacher'])} |",
                   f"| {data} | {net} | labels (metapruning_digits_retrain) | {pm(rows['retrain'])} |",

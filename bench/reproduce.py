@@ -21,7 +21,7 @@ RUNS = ROOT / "logs"   # each table script keeps its runs under logs/<its folder
 # --data-root (rows on real MNIST; without it, the scripts run their digits rows only)
 TABLES = {
     "cckd": [["bench/cckd_table.py", "--data-root", "{data_root}", "--workdir", str(RUNS / "cckd_table"), "--write"]],
-    "dafl": [["bench/dafl_table.py", "--data-root", "{data_root}", "--write"]],
+    "dafl": [["bench/dafl_table.py", "--data-root", "{data_root}", "--jobs", "2", "--write"]],
     "metapruning": [["bench/metapruning_budgets.py", "--data", "digits", "mnist-dev", "--data-root", "{data_root}",
                      "--write"],
                     ["bench/metapruning_compose.py", "--data", "digits", "mnist-dev", "--data-root", "{data_root}",
@@ -88,7 +88,9 @@ def main():
                     command = [c for c in command if c not in ("--data-root", "{data_root}", "mnist-dev")]
                 command = [c.replace("{data_root}", str(Path(args.data_root or ".").resolve())) for c in command]
                 print(f"[reproduce] python {' '.join(command)}", flush=True)
+                step = time.time()
                 subprocess.run([sys.executable, *command], check=True, cwd=ROOT)
+                print(f"[reproduce] {command[0]}: {time.time() - step:.0f} s", flush=True)
     records = runs_under(args.runs or [RUNS / folder for folder in FOLDERS])
     frontier_figure(records).savefig(args.out, dpi=120)
     print(f"[reproduce] {len(records)} runs drawn in {args.out}; {time.time() - started:.0f} s")
