@@ -1,10 +1,16 @@
 """What a run logs about training, checked against values computed by hand: ClassifierModule.log_train
-accumulates per-step scalars on the device and logs their epoch means (and the training accuracy) once per epoch."""
+accumulates per-step scalars on the device and logs their epoch means (and the training accuracy) once per epoch;
+the progress bar is updated every few steps."""
 import csv
+from unittest import mock
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -46,3 +52,24 @@ def test_epoch_means_and_accuracy_equal_the_hand_computed_ones(tmp_path):
     assert steps == [1, 3, 5], steps   # written every log_every_n_steps=2 of the 6 steps, as Lightning does
     second_batch = F.cross_entropy(logits[8:16], y[8:16])   # step 1 = the second batch
     assert abs(float(next(r for r in rows if r.get("train/loss_step"))["train/loss_step"]) - second_batch.item()) < 1e-5
+
+
+def test_progress_bar_updates_every_n_batches_and_at_the_epoch_end(tmp_path):
+    """conf/callbacks/default.yaml's bar: Lightning's RichProgressBar update runs after batches 10, 20 and the last
+    (25th) of each epoch, not after every batch; the bar ends showing every batch done."""
+    bar = instantiate(OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").progress_bar)
+    updated = []
+    original = RichProgressBar.on_train_batch_end
+
+    def record(self, trainer, module, outputs, batch, batch_idx):
+        updated.append((trainer.current_epoch, batch_idx + 1))
+        original(self, trainer, module, outputs, batch, batch_idx)
+
+    x, y = torch.randn(25, 4), torch.randint(0, 6, (25,))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, callbacks=[bar], enable_checkpointing=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    with mock.patch.object(RichProgressBar, "on_train_batch_end", record):
+        trainer.fit(ClassifierModule(Linear(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1)),
+                    DataLoader(TensorDataset(x, y), batch_size=1))
+    assert updated == [(0, 10), (0, 20), (0, 25), (1, 10), (1, 20), (1, 25)]
+    assert bar.train_progress_bar.completed == 25
