@@ -76,8 +76,9 @@ def one_seed(data: str, seed: int, budgets, out: Path, extra: list[str], train_e
             if pick == "uniform_next":   # a hand-written encoding file: every gene one choice wider than uniform
                 genes = [g + 1 for g in top["uniform"]["encoding"]]
                 path = b / "uniform_next.yaml"
-                path.write_text(yaml.safe_dump({"arch": top["arch"], "arch_kwargs": top["arch_kwargs"],
-                                                "encoding": genes}))
+                if not path.exists():   # written once, beside the search it derives from
+                    path.write_text(yaml.safe_dump({"arch": top["arch"], "arch_kwargs": top["arch_kwargs"],
+                                                    "encoding": genes}))
                 source = [f"model.encoding={path}"]
             rec = cached(b / f"retrain_{pick}.json", ["experiment=metapruning_digits_retrain", *base, *source],
                          d / "work")

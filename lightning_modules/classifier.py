@@ -84,7 +84,7 @@ class ClassifierModule(L.LightningModule):
         state = self._train_state
         if not state["samples"]:
             return
-        self.train_epoch_means = dict(zip(state["names"], state["sums"].float() / state["samples"], strict=True))
+        self.train_epoch_means = dict(zip(state["names"], state["sums"] / state["samples"], strict=True))
         for name, value in self.train_epoch_means.items():
             self.log(f"train/{name}" if name.startswith("acc") else f"train/{name}_epoch", value, sync_dist=True)
         state.update(sums=None, samples=0)
