@@ -73,3 +73,4 @@ def test_progress_bar_updates_every_n_batches_and_at_the_epoch_end(tmp_path):
                     DataLoader(TensorDataset(x, y), batch_size=1))
     assert updated == [(0, 10), (0, 20), (0, 25), (1, 10), (1, 20), (1, 25)]
     assert bar.train_progress_bar.completed == 25
+    assert "train/loss_step" in bar.get_metrics(trainer, trainer.lightning_module)   # log_train's, not self.log's

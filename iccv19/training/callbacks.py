@@ -18,11 +18,16 @@ def _sync(device: torch.device) -> None:
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, its training bar and metrics updated every ``every_n_batches`` batches and at
     the epoch's last: Lightning's updates them after every batch (about 0.2 ms, 3% of a LeNet step on a CPU:
-    bench/bench_overhead.py). ``refresh_rate`` and the rest: RichProgressBar's (redraws per second)."""
+    bench/bench_overhead.py). Beside the ``prog_bar`` metrics it shows the module's ``progress_bar_values`` (the
+    training losses ``ClassifierModule.log_train`` writes without ``self.log``). ``refresh_rate`` and the rest:
+    RichProgressBar's (redraws per second)."""
 
     def __init__(self, every_n_batches: int = 10, **kwargs):
         super().__init__(**kwargs)
         self.every_n_batches = every_n_batches
+
+    def get_metrics(self, trainer, pl_module):
+        return {**super().get_metrics(trainer, pl_module), **getattr(pl_module, "progress_bar_values", {})}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         done = batch_idx + 1
