@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mean_sd, pm, run, run_many, write_section  # noqa: E402
+from common import cached_run, mean_sd, pm, run_many, write_section  # noqa: E402
 
 SETTINGS = {  # label: overrides
     "4000 images, 10 epochs": ["trainer.max_epochs=10"],
@@ -36,9 +36,9 @@ COMMON = ["data=mnist", "model=lenet5_half", "data.batch_size=64", "data.num_wor
 
 
 def train_teacher(data_root: str, workdir: Path) -> tuple[str, float]:
-    record = run(["method=supervised", "data=mnist", f"data.root={data_root}", "model=lenet5", "data.batch_size=64",
-                  "data.num_workers=0", "trainer.max_epochs=20", "optimizer.lr=0.001", "seed=0", "logger=none"],
-                 workdir / "teacher")
+    record = cached_run(["method=supervised", "data=mnist", f"data.root={data_root}", "model=lenet5",
+                         "data.batch_size=64", "data.num_workers=0", "trainer.max_epochs=20", "optimizer.lr=0.001",
+                         "seed=0", "logger=none"], workdir / "teacher")
     return str(Path(record["run_dir"]) / "checkpoints" / "last.ckpt"), record["metrics"]["test/acc"]
 
 
@@ -48,7 +48,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--teacher", help="a LeNet-5 checkpoint for this data (default: train one first)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    parser.add_argument("--workdir", help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--workdir", help="where the runs go (default: a temporary folder); runs already there with "
+                                          "the same arguments are read back, not rerun")
     parser.add_argument("--write", action="store_true", help="update the cckd section of docs/results.md")
     args = parser.parse_args()
     start = time.time()

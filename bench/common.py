@@ -5,6 +5,8 @@ print/write tables the same way.
     records = run_many([["method=kd", "seed=0"], ["method=cckd", "seed=0"]], workdir)   # python run.py ...
     records[0]["metrics"]["test/acc"], records[0]["wall_time_s"], records[0]["run_dir"]
 
+A run whose folder already holds a ``metrics.json`` of the same arguments is read back instead of rerun
+(``cached_run``): a table script killed and rerun with the same folders resumes where it stopped.
 Every run writes ``metrics.json`` beside its checkpoints (run.py): ``metrics`` (test/*, val/*, model/flops,
 model/params, ...), ``wall_time_s`` and ``command``. ``±`` in every table is the sample standard deviation
 (n - 1 in the denominator) over seeds.
@@ -40,21 +42,37 @@ def run(args: list[str], workdir: str | Path, threads: int = 1, timeout: float |
     return record
 
 
-def run_many(arg_lists: list[list[str]], workdir: str | Path, jobs: int = 2, threads: int = 1,
-             verbose: bool = True) -> list[dict]:
-    """``run`` for each argument list, ``jobs`` at a time (each run in its own sub-folder of ``workdir``), in
-    order. Two single-threaded jobs use this machine's two cores best for small networks."""
-    def one(item):
-        i, args = item
-        record = run(args, Path(workdir) / f"job{i:03d}", threads)
-        if verbose:
-            acc = record["metrics"].get("test/acc")
-            print(f"[bench] {' '.join(args)}: test/acc {acc if acc is None else f'{100 * acc:.2f}'} "
-                  f"({record['wall_time_s']:.0f} s)", flush=True)
-        return record
+def same_run(command: str, args: list[str]) -> bool:
+    """Whether ``command`` (a metrics.json record's) ran ``args``: callbacks.* flags (progress bar, summary) and the
+    teacher checkpoint's path aside."""
+    def key(words):
+        return sorted(w.split("=")[0] if w.startswith("teacher.checkpoint=") else w
+                      for w in words if not w.startswith("callbacks."))
+    return key(command.split()[2:]) == key(args)
 
+
+def cached_run(args: list[str], folder: str | Path, run_missing: bool = True, threads: int = 1) -> dict | None:
+    """``run`` in ``folder``, or the record a previous run of the same arguments left there (``same_run``): a table
+    script killed and rerun resumes where it stopped. None when there is none and ``run_missing`` is false."""
+    for done in sorted(Path(folder).glob("logs/*/runs/*/metrics.json")):
+        record = json.loads(done.read_text())
+        if same_run(record["command"], args):
+            return {**record, "run_dir": str(done.parent)}
+    if not run_missing:
+        return None
+    record = run(args, folder, threads)
+    acc = record["metrics"].get("test/acc")
+    print(f"[bench] {' '.join(args)}: test/acc {acc if acc is None else f'{100 * acc:.2f}'} "
+          f"({record['wall_time_s']:.0f} s)", flush=True)
+    return record
+
+
+def run_many(arg_lists: list[list[str]], workdir: str | Path, jobs: int = 2, threads: int = 1) -> list[dict]:
+    """``cached_run`` for each argument list, ``jobs`` at a time (each run in its own sub-folder of ``workdir``), in
+    order. Two single-threaded jobs use this machine's two cores best for small networks."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, enumerate(arg_lists)))
+        return list(pool.map(lambda item: cached_run(item[1], Path(workdir) / f"job{item[0]:03d}", threads=threads),
+                             enumerate(arg_lists)))
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:

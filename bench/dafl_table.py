@@ -10,13 +10,12 @@ seed<S>``; a run whose ``metrics.json`` is already there with the same command i
 docs/results.md and writes docs/dafl_<data>_generated_vs_real.png.
 """
 import argparse
-import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, mean_sd, pm, run, write_section
+from common import ROOT, cached_run, mean_sd, pm, write_section
 
 OUT = ROOT / "logs" / "dafl_table"
 ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} are filled in)]
@@ -38,30 +37,6 @@ ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} a
 }
 TEACHER = {"digits": None,   # the cached digits teacher: its accuracy is read from the DAFL runs
            "mnist": ["experiment=teacher_mnist_lenet5_small", "data.root={root}", "seed=0"]}
-
-
-def same_run(command: str, args: list[str]) -> bool:
-    """Whether ``command`` (a metrics.json record's) ran ``args``: callbacks.* flags (progress bar, summary) and the
-    teacher checkpoint's path aside."""
-    def key(words):
-        return sorted(w.split("=")[0] if w.startswith("teacher.checkpoint=") else w
-                      for w in words if not w.startswith("callbacks."))
-    return key(command.split()[2:]) == key(args)
-
-
-def cached_run(args: list[str], folder: Path, run_missing: bool = True) -> dict | None:
-    """``run`` in ``folder``, or the record a previous run of the same arguments left there (``same_run``); None
-    when there is none and ``run_missing`` is false."""
-    for done in sorted(folder.glob("logs/*/runs/*/metrics.json")):
-        record = json.loads(done.read_text())
-        if same_run(record["command"], args):
-            return {**record, "run_dir": str(done.parent)}
-    if not run_missing:
-        return None
-    record = run(args, folder)
-    print(f"[dafl_table] {' '.join(args)}: test/acc {100 * record['metrics']['test/acc']:.2f} "
-          f"({record['wall_time_s']:.0f} s)", flush=True)
-    return record
 
 
 def fill(args: list[str], **values) -> list[str]:
