@@ -48,21 +48,24 @@ def runs_under(folders: list[Path]) -> list[dict]:
 
 
 def frontier_figure(records: list[dict]):
-    """Test accuracy against FLOPs (multiply-adds) of every run, one colour per method."""
+    """Test accuracy against FLOPs (multiply-adds) of every run: one colour per method, one marker per data set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    methods = sorted({r["method"] for r in records})
-    for i, method in enumerate(methods):
+    labels = sorted({r["method"] for r in records})   # "<method> on <data>"
+    methods = sorted({label.rsplit(" on ", 1)[0] for label in labels})
+    datasets = sorted({label.rsplit(" on ", 1)[1] for label in labels})
+    for label in labels:
+        method, data = label.rsplit(" on ", 1)
         points = [(r["metrics"]["model/flops"], 100 * r["metrics"]["test/acc"]) for r in records
-                  if r["method"] == method and "model/flops" in r["metrics"] and "test/acc" in r["metrics"]]
+                  if r["method"] == label and "model/flops" in r["metrics"] and "test/acc" in r["metrics"]]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.scatter(xs, ys, label=f"{method} ({len(points)} runs)", alpha=0.7, s=22, marker="os^Dv<>P*X"[i % 10],
-                       color=plt.cm.tab20(i % 20))
+            ax.scatter(xs, ys, label=f"{label} ({len(points)} runs)", alpha=0.7, s=22,
+                       marker="os^Dv"[datasets.index(data) % 5], color=plt.cm.tab20(methods.index(method) % 20))
     ax.set(xscale="log", xlabel="FLOPs (multiply-adds, log scale)", ylabel="test top-1 (%)",
            title="Every run of bench/reproduce.py: accuracy vs FLOPs")
     ax.grid(True, alpha=0.3)
