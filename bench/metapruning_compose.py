@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,7 +67,7 @@ def main():
             record = cached(args.out / data / "teacher.json", command, args.out / data / "teacher")
             teacher = [f"teacher.checkpoint={Path(record['run_dir']) / 'checkpoints' / 'last.ckpt'}"]
         with ThreadPoolExecutor(args.jobs) as pool:
-            for row in pool.map(lambda seed: one_seed(data, seed, args, teacher), args.seeds):  # noqa: B023
+            for row in pool.map(partial(one_seed, data, args=args, teacher=teacher), args.seeds):
                 for key, record in row.items():
                     rows[key].append(record["metrics"]["test/acc"])
                 rows["teacher"].append(row["cckd"]["metrics"]["test/teacher_acc"])

@@ -82,7 +82,8 @@ class ClassifierModule(L.LightningModule):
         if connector.should_update_logs:   # what Lightning's own LR monitor asks too
             step_values = {f"train/{name}_step": value for name, value in zip(values, means.tolist(), strict=True)}
             connector.log_metrics(step_values)   # step: the batches that stepped, as for Lightning's on_step values
-            self.progress_bar_values = {f"train/{name}_step": step_values[f"train/{name}_step"] for name in prog_bar}
+            shown = {f"train/{name}_step" for name in prog_bar}
+            self.progress_bar_values = {key: value for key, value in step_values.items() if key in shown}
 
     def on_train_epoch_end(self):
         """Logs the epoch means of ``log_train``'s values; they stay readable in ``self.train_epoch_means``."""
