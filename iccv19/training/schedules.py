@@ -1,0 +1,16 @@
+"""Learning-rate schedules that conf/scheduler/ cannot write as plain torch arguments."""
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LinearLR
+
+from iccv19.core import ConfigError
+
+
+def linear_epoch_start(optimizer: Optimizer, epochs: int) -> LinearLR:
+    """MetaPruning's official schedule for ``epochs`` epochs as Lightning runs it. The official scripts step
+    ``LambdaLR(lr * (1 - epoch / epochs))`` at the start of every epoch, so epoch e (0-based) trains at
+    ``lr * (1 - (e + 1) / epochs)`` and the last one at 0; Lightning steps a scheduler at the end of an epoch, which
+    gives the same lrs from ``LinearLR`` going from ``(epochs - 1) / epochs`` to 0 over ``epochs - 1`` steps."""
+    if not isinstance(epochs, int) or epochs < 2:
+        raise ConfigError(f"scheduler.epochs={epochs}: the official linear schedule trains its last epoch at lr 0, so "
+                          f"it needs at least 2 epochs (set trainer.max_epochs >= 2, or choose scheduler=linear).")
+    return LinearLR(optimizer, start_factor=(epochs - 1) / epochs, end_factor=0.0, total_iters=epochs - 1)
