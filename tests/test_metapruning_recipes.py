@@ -17,7 +17,7 @@ from iccv19.networks.flops import count_flops
 from iccv19.networks.pruningnet import build_pruningnet, official_weight_decay
 from iccv19.search.evaluate import recalibrate_bn
 from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig
-from iccv19.training.schedules import linear_epoch_start
+from iccv19.training.schedules import linear_epoch_start, quarters_epoch_start
 
 # recipe: (global batch, lr, weight decay, label smoothing, epochs, official_weight_decay groups)
 TRAINING = {
@@ -76,16 +76,19 @@ def test_training_recipes_compose_to_the_official_values(recipe, tmp_path):
     assert cfg.data.holdout == (0 if recipe.endswith("retrain") else 50000)
 
 
-@pytest.mark.parametrize("recipe", ["metapruning_mbv1_imagenet", "metapruning_mbv2_imagenet_retrain"])
-def test_linear_recipes_follow_max_epochs(recipe, tmp_path):
-    cfg = compose_config([f"experiment={recipe}", "trainer.max_epochs=10"], tmp_path)
-    assert our_lrs(cfg) == pytest.approx(official_lrs(cfg.optimizer.lr, 10, "linear"), abs=1e-9)
-    assert our_lrs(cfg)[-1] == pytest.approx(0.0, abs=1e-12)   # the official last epoch trains at lr 0
+@pytest.mark.parametrize("recipe", sorted(TRAINING))
+def test_recipe_schedules_follow_max_epochs(recipe, tmp_path):
+    cfg = compose_config([f"experiment={recipe}", "trainer.max_epochs=12"], tmp_path)
+    kind = "multistep" if "resnet" in recipe else "linear"
+    assert our_lrs(cfg) == pytest.approx(official_lrs(cfg.optimizer.lr, 12, kind), abs=1e-9)
+    if kind == "linear":
+        assert our_lrs(cfg)[-1] == pytest.approx(0.0, abs=1e-12)   # the official last epoch trains at lr 0
 
 
-def test_linear_epoch_start_needs_two_epochs():
-    with pytest.raises(ConfigError, match=r"scheduler.epochs=1: .*trainer.max_epochs >= 2"):
-        linear_epoch_start(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), 1)
+@pytest.mark.parametrize(("schedule", "epochs", "least"), [(linear_epoch_start, 1, 2), (quarters_epoch_start, 3, 4)])
+def test_official_schedules_refuse_too_few_epochs(schedule, epochs, least):
+    with pytest.raises(ConfigError, match=rf"scheduler.epochs={epochs}: .*trainer.max_epochs >= {least}"):
+        schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), epochs)
 
 
 @pytest.mark.parametrize("recipe", sorted(SEARCH))

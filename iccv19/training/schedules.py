@@ -1,6 +1,6 @@
 """Learning-rate schedules that conf/scheduler/ cannot write as plain torch arguments."""
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LinearLR
+from torch.optim.lr_scheduler import LinearLR, MultiStepLR
 
 from iccv19.core import ConfigError
 
@@ -14,3 +14,13 @@ def linear_epoch_start(optimizer: Optimizer, epochs: int) -> LinearLR:
         raise ConfigError(f"scheduler.epochs={epochs}: the official linear schedule trains its last epoch at lr 0, so "
                           f"it needs at least 2 epochs (set trainer.max_epochs >= 2, or choose scheduler=linear).")
     return LinearLR(optimizer, start_factor=(epochs - 1) / epochs, end_factor=0.0, total_iters=epochs - 1)
+
+
+def quarters_epoch_start(optimizer: Optimizer, epochs: int, gamma: float = 0.1) -> MultiStepLR:
+    """MetaPruning's official ResNet schedule for ``epochs`` epochs as Lightning runs it: the official scripts step
+    ``MultiStepLR(milestones=[E // 4, E // 2, E // 4 * 3])`` at the start of every epoch, so each decay takes effect
+    one epoch earlier than its milestone says; Lightning steps at the end of an epoch, hence milestones minus one."""
+    if not isinstance(epochs, int) or epochs < 4:
+        raise ConfigError(f"scheduler.epochs={epochs}: the official schedule decays at each quarter of training, so it "
+                          f"needs at least 4 epochs (set trainer.max_epochs >= 4, or choose scheduler=multistep).")
+    return MultiStepLR(optimizer, [epochs // 4 - 1, epochs // 2 - 1, epochs // 4 * 3 - 1], gamma)
