@@ -35,6 +35,11 @@ SEARCH = {   # recipe: (max, min FLOPs, counter, random choice range)
 }
 
 
+def schedule_kind(recipe: str) -> str:
+    """The official schedule of a recipe: MultiStep for ResNet-50, linear for the MobileNets."""
+    return "multistep" if "resnet" in recipe else "linear"
+
+
 def official_lrs(lr, epochs, kind):
     """The lr of each epoch in the official scripts: the scheduler is stepped once at the start of every epoch."""
     p = nn.Parameter(torch.zeros(1))
@@ -71,18 +76,17 @@ def test_training_recipes_compose_to_the_official_values(recipe, tmp_path):
     assert cfg.optimizer.weight_decay == pytest.approx(wd) and cfg.module.label_smoothing == smoothing
     assert cfg.trainer.max_epochs == epochs and cfg.data.lighting == 0.1 and list(cfg.data.crop_scale) == [0.08, 1.0]
     assert (raw["optimizer"] == "${weight_decay_groups}") == grouped
-    kind = "multistep" if "resnet" in recipe else "linear"
-    assert our_lrs(cfg) == pytest.approx(official_lrs(lr, epochs, kind), abs=1e-9)
+    assert our_lrs(cfg) == pytest.approx(official_lrs(lr, epochs, schedule_kind(recipe)), abs=1e-9)
     assert cfg.data.holdout == (0 if recipe.endswith("retrain") else 50000)
 
 
 @pytest.mark.parametrize("recipe", sorted(TRAINING))
 def test_recipe_schedules_follow_max_epochs(recipe, tmp_path):
     cfg = compose_config([f"experiment={recipe}", "trainer.max_epochs=12"], tmp_path)
-    kind = "multistep" if "resnet" in recipe else "linear"
-    assert our_lrs(cfg) == pytest.approx(official_lrs(cfg.optimizer.lr, 12, kind), abs=1e-9)
-    if kind == "linear":
-        assert our_lrs(cfg)[-1] == pytest.approx(0.0, abs=1e-12)   # the official last epoch trains at lr 0
+    lrs = our_lrs(cfg)
+    assert lrs == pytest.approx(official_lrs(cfg.optimizer.lr, 12, schedule_kind(recipe)), abs=1e-9)
+    if schedule_kind(recipe) == "linear":
+        assert lrs[-1] == pytest.approx(0.0, abs=1e-12)   # the official last epoch trains at lr 0
 
 
 @pytest.mark.parametrize(("schedule", "epochs", "least"), [(linear_epoch_start, 1, 2), (quarters_epoch_start, 3, 4)])
