@@ -9,7 +9,7 @@ teacher. Run bench/metapruning_budgets.py first with the same --data (its cached
         [--jobs 2] [--write]
 
 mnist-dev: the teacher is LeNet-5 of experiment=teacher_mnist_lenet5_small (seed 0, trained once here); no DAFL
-rows (the DAFL recipe for MNIST, dafl_mnist_cpu, takes 10 minutes a run; digits shows what DAFL does to these
+rows (the DAFL recipe for MNIST, dafl_mnist_cpu, takes 13 minutes a run; digits shows what DAFL does to these
 networks).
 """
 import argparse

@@ -96,7 +96,7 @@ RECIPES = {
     "dafl_cifar100": dict(OFFICIAL, latent=1000, width=128, batch=1024, opt_s="SGD", lr_s=0.1, lr_g=0.02,
                           weights=(0.5, 0.1, 20.0), epochs=2000, milestones=[800, 1600]),
     "dafl_mnist_cpu": dict(OFFICIAL, latent=100, width=32, batch=32, opt_s="Adam", lr_s=0.002, lr_g=0.04,
-                           weights=(1.0, 0.1, 5.0), epochs=15, milestones=[12], eps=1e-5, output="pixels",
+                           weights=(1.0, 0.1, 5.0), epochs=30, milestones=[24], eps=1e-5, output="pixels",
                            iterations=480),
     "dafl_digits": dict(OFFICIAL, latent=100, width=16, batch=64, opt_s="Adam", lr_s=0.002, lr_g=0.02,
                         weights=(1.0, 0.1, 5.0), epochs=100, milestones=None, eps=1e-5, output="pixels",
