@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import ROOT, cached_run, mean_sd, pm, write_section
+from omegaconf import OmegaConf
 
 OUT = ROOT / "logs" / "dafl_table"
 ROWS = {   # data -> [(row name, label, run.py arguments; {root} and {teacher} are filled in)]
@@ -43,6 +44,13 @@ def fill(args: list[str], **values) -> list[str]:
     return [a.format(**values) for a in args]
 
 
+def collapsed(record: dict) -> bool:
+    """The run's generator ended collapsed: the last epoch's ``train/diversity`` below the run's own
+    ``module.collapse_threshold`` (where the run warned)."""
+    config = OmegaConf.load(Path(record["run_dir"]) / ".hydra" / "config.yaml")
+    return record["metrics"]["train/diversity_epoch"] < config.module.collapse_threshold
+
+
 def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None, jobs: int,
           teacher_checkpoint: str | None = None, run_missing: bool = True) -> tuple[str, list]:
     """The markdown of one data set's table and the DAFL run folders (for the picture)."""
@@ -50,12 +58,12 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
     lines, dafl_runs = [], []
     if TEACHER[data] and teacher_checkpoint:
         lines.append(f"| teacher LeNet-5 (given: {Path(teacher_checkpoint).parent.parent.name}) | {{teacher_acc}} | "
-                     f"| | `python run.py {' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
+                     f"| | | `python run.py {' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
     elif TEACHER[data]:
         teacher_args = fill(TEACHER[data], **values)
         teacher = cached_run(teacher_args, OUT / data / "teacher")
         values["teacher"] = str(Path(teacher["run_dir"]) / "checkpoints" / "last.ckpt")
-        lines.append(f"| teacher LeNet-5 (seed 0) | {100 * teacher['metrics']['test/acc']:.2f} | | "
+        lines.append(f"| teacher LeNet-5 (seed 0) | {100 * teacher['metrics']['test/acc']:.2f} | | | "
                      f"{teacher['wall_time_s']:.0f} | `python run.py "
                      f"{' '.join(fill(TEACHER[data], root='<mnist root>'))}` |")
     chosen = [r for r in ROWS[data] if rows is None or r[0] in rows]
@@ -67,7 +75,7 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
     first = next(r for (name, _), r in records.items() if name.startswith("dafl"))
     teacher_acc = f"{100 * first['metrics']['test/teacher_acc']:.2f}"
     if not TEACHER[data]:
-        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | {teacher_acc} | | | "
+        lines.append(f"| teacher LeNet-5 (`teacher=digits_lenet5`, cached) | {teacher_acc} | | | | "
                      f"trained on first use |")
     lines = [line.replace("{teacher_acc}", teacher_acc) for line in lines]
     for name, label, args in chosen:
@@ -80,15 +88,18 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
         last = pm([r["metrics"]["test/acc"] for r in recs])
         best = pm([r["metrics"]["val/acc_best"] for r in recs]) if "val/acc_best" in recs[0]["metrics"] else ""
         wall = mean_sd([r["wall_time_s"] for r in recs])[0]
+        dead = "" if not name.startswith("dafl") else \
+            ", ".join(str(s) for s in done if collapsed(records[(name, s)])) or "none"
         command = " ".join(fill(args, root=root or "", teacher="<teacher run>/checkpoints/last.ckpt"))
         if root:
             command = command.replace(f"data.root={root}", "data.root=<mnist root>")
-        lines.append(f"| {label} | {last} | {best} | {wall:.0f} | `python run.py {command} seed=<0,1,2>` |")
+        lines.append(f"| {label} | {last} | {best} | {dead} | {wall:.0f} | `python run.py {command} seed=<0,1,2>` |")
         if name.startswith("dafl"):
             dafl_runs.append((f"{name}, seed {done[0]}", Path(recs[0]["run_dir"])))
     header = (f"| {data}: LeNet-5 -> LeNet-5-half | test/acc % (last epoch), mean ± sd over seeds "
-              f"{', '.join(map(str, seeds))} | val/acc_best % (best epoch) | wall s per run | command |\n"
-              "|---|---|---|---|---|")
+              f"{', '.join(map(str, seeds))} | val/acc_best % (best epoch) | seeds whose generator ended collapsed "
+              f"| wall s per run | command |\n"
+              "|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(lines), dafl_runs
 
 
