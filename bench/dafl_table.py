@@ -88,15 +88,15 @@ def table(data: str, seeds: list[int], rows: list[str] | None, root: str | None,
         last = pm([r["metrics"]["test/acc"] for r in recs])
         best = pm([r["metrics"]["val/acc_best"] for r in recs]) if "val/acc_best" in recs[0]["metrics"] else ""
         wall = mean_sd([r["wall_time_s"] for r in recs])[0]
-        collapses = "" if not name.startswith("dafl") else \
-            ", ".join(str(s) for s in done if collapsed(records[(name, s)])) or "none"
+        collapses = ""
+        if name.startswith("dafl"):
+            collapses = ", ".join(str(s) for s in done if collapsed(records[(name, s)])) or "none"
+            dafl_runs.append((f"{name}, seed {done[0]}", Path(recs[0]["run_dir"])))
         command = " ".join(fill(args, root=root or "", teacher="<teacher run>/checkpoints/last.ckpt"))
         if root:
             command = command.replace(f"data.root={root}", "data.root=<mnist root>")
         lines.append(f"| {label} | {last} | {best} | {collapses} | {wall:.0f} | "
                      f"`python run.py {command} seed=<0,1,2>` |")
-        if name.startswith("dafl"):
-            dafl_runs.append((f"{name}, seed {done[0]}", Path(recs[0]["run_dir"])))
     header = (f"| {data}: LeNet-5 -> LeNet-5-half | test/acc % (last epoch), mean ± sd over seeds "
               f"{', '.join(map(str, seeds))} | val/acc_best % (best epoch) | seeds whose generator ended collapsed "
               f"| wall s per run | command |\n"
