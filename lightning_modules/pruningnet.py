@@ -35,6 +35,7 @@ class PruningNetModule(ClassifierModule):
         self.net.batch_statistics(True)
 
     def on_train_epoch_start(self):
+        super().on_train_epoch_start()
         self.net.batch_statistics(False)
 
     def on_validation_epoch_start(self):
