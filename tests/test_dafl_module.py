@@ -38,7 +38,7 @@ def fit(module, tmp_path, epochs=1, iterations=3, ckpt_path=None, **trainer_kwar
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1,
                         **trainer_kwargs)
-    trainer.fit(module, datamodule=make_datamodule(iterations), ckpt_path=ckpt_path, weights_only=False)
+    trainer.fit(module, datamodule=make_datamodule(iterations), ckpt_path=ckpt_path)
     return trainer
 
 
