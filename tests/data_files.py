@@ -7,10 +7,11 @@ import numpy as np
 from PIL import Image
 
 
-def write_mnist(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
-    """``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (big-endian IDX, as LeCun ships them)."""
+def write_mnist(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0, name: str = "MNIST") -> Path:
+    """``root/<name>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (big-endian IDX, as LeCun ships them; the
+    format of every torchvision MNIST-like set, named after its class: MNIST, FashionMNIST, KMNIST)."""
     rng = np.random.default_rng(seed)
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
