@@ -14,10 +14,12 @@ from datamodules.base import ClassificationDataModule
 from iccv19.core import ConfigError
 
 
-def _require(root, what: str, layout: str, download_hint: bool = True):
-    if root is None or not Path(root).exists():
+def _require(root, folder: str, what: str, layout: str, download_hint: bool = True):
+    """A ConfigError naming data.root as typed when ``<root>/<folder>`` is missing."""
+    if root is None or not (Path(root) / folder).exists():
         fix = " or set data.download=true to fetch it" if download_hint else ""
-        raise ConfigError(f"data.root={root}: {what} not found. Expected layout: {layout}. "
+        missing = f" (no {Path(root) / folder})" if root is not None else ""
+        raise ConfigError(f"data.root={root}: {what} not found{missing}. Expected layout: {layout}. "
                           f"Point data.root at the folder that holds it{fix}.")
 
 
@@ -87,7 +89,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         if not self.download:
             folders = Path(self.layout).parts
             folders = folders[:next((i for i, p in enumerate(folders) if set(p) & set("{*<[")), len(folders))]
-            _require(self.root and Path(self.root).joinpath(*folders), self.name, f"<root>/{self.layout}")
+            _require(self.root, Path(*folders), self.name, f"<root>/{self.layout}")
         tf = [T.Resize(self.resize)] if self.resize else []
         if augment:
             tf += [T.RandomCrop(self.image_size, padding=self.random_shift)] if self.random_shift else []
@@ -152,7 +154,7 @@ class ImageNetDataModule(ClassificationDataModule):
 
     def build(self, train, augment):
         split = "train" if train else "val"
-        _require(self.root and Path(self.root) / split, "ImageNet",
+        _require(self.root, split, "ImageNet",
                  "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG", download_hint=False)
         size = self.image_size
         if augment:
