@@ -53,9 +53,9 @@ class TorchvisionDataModule(ClassificationDataModule):
         pixels (zeros) and a random horizontal flip (CIFAR: 4, true; 0, false: none).
     """
 
-    def __init__(self, dataset, num_classes: int, in_channels: int, image_size: int, mean, std, layout: str,
-                 splits=None, labels: str = "targets", resize: int | None = None, random_shift: int = 0,
-                 flip: bool = False, **kwargs):
+    def __init__(self, dataset, splits, labels: str, layout: str, num_classes: int, in_channels: int,
+                 image_size: int, mean, std, resize: int | None = None, random_shift: int = 0, flip: bool = False,
+                 **kwargs):
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         super().__init__(**kwargs)
         if isinstance(dataset, str):
@@ -64,10 +64,10 @@ class TorchvisionDataModule(ClassificationDataModule):
             except Exception as e:
                 raise ConfigError(f"data.dataset={dataset}: no such class ({e}). Give a dataset class by its dotted "
                                   f"name, e.g. torchvision.datasets.FashionMNIST.") from e
-        self.dataset, self.layout, self.labels, self.resize, self.flip = dataset, layout, labels, resize, flip
-        self.splits = {"train": {"train": True}, "test": {"train": False}} if splits is None else splits
-        if set(self.splits) != {"train", "test"}:
-            raise ConfigError(f"data.splits={dict(self.splits)}: give the dataset's arguments for the two splits, "
+        self.dataset, self.splits, self.labels, self.layout = dataset, splits, labels, layout
+        self.resize, self.flip = resize, flip
+        if set(splits) != {"train", "test"}:
+            raise ConfigError(f"data.splits={dict(splits)}: give the dataset's arguments for the two splits, "
                               f"e.g. {{train: {{train: true}}, test: {{train: false}}}}.")
         for name, value in (("mean", mean), ("std", std)):
             if value is None or len(value) != in_channels or (name == "std" and min(value) <= 0):
@@ -80,7 +80,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         self.random_shift = random_shift
 
     @property
-    def name(self) -> str:
+    def dataset_name(self) -> str:
         """The torchvision class's name (``CIFAR10`` for ``RelaxedCIFAR10``), as errors name the data set."""
         cls = getattr(self.dataset, "func", self.dataset)
         return next((c.__name__ for c in cls.__mro__ if c.__module__.startswith("torchvision.")), cls.__name__)
@@ -89,7 +89,7 @@ class TorchvisionDataModule(ClassificationDataModule):
         if not self.download:
             folders = Path(self.layout).parts
             folders = folders[:next((i for i, p in enumerate(folders) if set(p) & set("{*<[")), len(folders))]
-            _require(self.root, Path(*folders), self.name, f"<root>/{self.layout}")
+            _require(self.root, Path(*folders), self.dataset_name, f"<root>/{self.layout}")
         tf = [T.Resize(self.resize)] if self.resize else []
         if augment:
             tf += [T.RandomCrop(self.image_size, padding=self.random_shift)] if self.random_shift else []
