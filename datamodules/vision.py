@@ -12,10 +12,11 @@ from datamodules.base import ClassificationDataModule
 from iccv19.core import ConfigError
 
 
-def _require(root, what: str, layout: str, download_hint: bool = True):
-    if root is None or not Path(root).exists():
+def _require(root, folder: str, what: str, layout: str, download_hint: bool = True):
+    """``data.root`` (as the user gave it) must hold ``folder``."""
+    if root is None or not (Path(root) / folder).exists():
         fix = " or set data.download=true to fetch it" if download_hint else ""
-        raise ConfigError(f"data.root={root}: {what} not found. Expected layout: {layout}. "
+        raise ConfigError(f"data.root={root}: {what} not found (no {folder}/ in it). Expected layout: {layout}. "
                           f"Point data.root at the folder that holds it{fix}.")
 
 
@@ -35,7 +36,7 @@ class MNISTDataModule(ClassificationDataModule):
 
     def build(self, train, augment):
         if not self.download:
-            _require(self.root and Path(self.root) / "MNIST" / "raw", "MNIST",
+            _require(self.root, "MNIST/raw", "MNIST",
                      "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
         shift = [T.RandomCrop(32, padding=self.random_shift)] if augment and self.random_shift else []
         tf = T.Compose([T.Resize(32), *shift, T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])
@@ -75,7 +76,7 @@ class CIFAR10DataModule(ClassificationDataModule):
 
     def build(self, train, augment):
         if not self.download:
-            _require(self.root and Path(self.root) / self.folder, self.dataset_cls.__bases__[0].__name__,
+            _require(self.root, self.folder, self.dataset_cls.__bases__[0].__name__,
                      f"<root>/{self.folder}/ with the python-pickle batches")
         tf = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
         tf = T.Compose(tf + [T.ToTensor(), T.Normalize(self.mean, self.std)])
@@ -135,7 +136,7 @@ class ImageNetDataModule(ClassificationDataModule):
 
     def build(self, train, augment):
         split = "train" if train else "val"
-        _require(self.root and Path(self.root) / split, "ImageNet",
+        _require(self.root, split, "ImageNet",
                  "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG", download_hint=False)
         size = self.image_size
         if augment:

@@ -59,10 +59,23 @@ def load_checkpoint(path: str | Path, key: str, weights_only: bool = True):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # truncated zip, a text file, a pickle of something else
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"{key}={path}: not a readable PyTorch checkpoint ({first}). The file is truncated or "
-                          f"of another kind: point {key} at a complete checkpoint (checkpoints/last.ckpt of a "
-                          f"finished epoch is written atomically).") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:80]
+        raise ConfigError(f"{key}={path}: not a readable PyTorch checkpoint ({first}). Truncated or of another "
+                          f"kind: point {key} at a complete one (a finished epoch's checkpoints/last.ckpt).") from None
+
+
+def state_dict_mismatch(net: torch.nn.Module, state: dict) -> str:
+    """What keeps ``state`` from loading into ``net``, in one short sentence (torch's own message lists every key:
+    thousands of characters for a ResNet): counts and the first key of each kind."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    parts = [f"{len(missing)} of its tensors missing (first: {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
+             f"{len(shapes)} of another shape (first: {shapes[0]} {list(state[shapes[0]].shape)} in the file, "
+             f"{list(own[shapes[0]].shape)} in the network)" if shapes else ""]
+    return ", ".join(p for p in parts if p) or "no difference in keys or shapes"
 
 
 def read_state_dict(path: str | Path, key: str, prefix: str = "net.") -> dict:
