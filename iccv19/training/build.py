@@ -10,6 +10,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -67,8 +68,13 @@ def check_trainer_config(trainer: DictConfig, train: bool = True) -> None:
         if not AcceleratorRegistry[accelerator]["accelerator"].is_available():
             raise ConfigError(f"trainer.accelerator={accelerator}: no {accelerator} device on this machine (or its "
                               f"library is not installed). Use trainer=cpu, or trainer=gpu where a GPU is.")
-    if (isinstance(devices, int) and devices < 1) or devices in ("0", "", []):
+    if ((isinstance(devices, int) and devices < 1) or devices in ("0", "", [])
+            or (isinstance(devices, str) and not re.fullmatch(r"auto|-1|\d+|\d+(,\d+)*,?", devices.replace(" ", "")))):
         raise ConfigError(f"trainer.devices={devices}: give a number of devices >= 1 (or auto).")
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry:
+        raise ConfigError(f"trainer.strategy={strategy}: choose auto, ddp (trainer=ddp, trainer=ddp_cpu), ddp_spawn "
+                          f"or another Lightning strategy (fsdp, deepspeed, ...).")
     precision = trainer.get("precision")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision}: choose 32-true (CPU), bf16-mixed or 16-mixed (GPU), or "
