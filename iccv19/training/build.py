@@ -109,9 +109,10 @@ def check_arguments(node, key: str = "") -> None:
         shown = value if not isinstance(value, (DictConfig, ListConfig)) else "{...}"
         if parameters is not None and name not in ARGUMENT_KEYS:
             if name not in parameters and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+                fix = ("+model@teacher.net merges into the old network's keys: choose another teacher network with "
+                       "teacher=checkpoint model@teacher.net=<name>" if key == "teacher.net" else "Remove the key")
                 raise ConfigError(f"{path}={shown}: {node._target_} takes no '{name}' (it takes "
-                                  f"{', '.join(p for p in parameters if p != 'self')}). Remove the key; a + "
-                                  f"override merges into the node: replace a network with model@{key}=<name>.")
+                                  f"{', '.join(p for p in parameters if p != 'self')}). {fix}.")
             if isinstance(value, str) and name in parameters and _takes_number(parameters[name]):
                 default = parameters[name].default
                 example = f"e.g. {path}={default}" if isinstance(default, (int, float)) else "a number"
