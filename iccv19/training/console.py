@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # Lightning's info lines that say nothing about this run (logged through rank_zero_info at every Trainer start).
 NOISE = (
@@ -53,14 +53,16 @@ def header(cfg: DictConfig) -> list[str]:
     data = cfg.get("data") or {}
     root = f" at {data.get('root')}" if data.get("root") else ""
     lines = [f"[run] method={method}{recipe}, stage={cfg.get('stage')}, seed={cfg.get('seed')}",
-             f"[run] data: {_target_name(data)}{root}; model (trained): {_target_name(cfg.get('model'))}"]
+             f"[run] data: {_target_name(data)}{root}; model: {_target_name(cfg.get('model'))}"]
     teacher = cfg.get("teacher")
     if isinstance(teacher, DictConfig) and teacher.get("net") is not None:
-        source = teacher.get("checkpoint") or (teacher.get("train_if_missing") or {}).get("path") or "its own weights"
+        source = ("teacher.checkpoint (not set yet)" if OmegaConf.is_missing(teacher, "checkpoint") else
+                  teacher.get("checkpoint") or (teacher.get("train_if_missing") or {}).get("path") or "its own weights")
         lines.append(f"[run] teacher: {_target_name(teacher.net)} from {source}")
     trainer = cfg.get("trainer") or {}
-    lines.append(f"[run] trainer: {trainer.get('accelerator')} x {trainer.get('devices')}, "
-                 f"max_epochs={trainer.get('max_epochs')}, precision={trainer.get('precision')}")
+    epochs = f", max_epochs={trainer.get('max_epochs')}" if cfg.get("stage") == "fit" and cfg.get("train") else ""
+    lines.append(f"[run] trainer: {trainer.get('accelerator')} x {trainer.get('devices')}{epochs}, "
+                 f"precision={trainer.get('precision')}")
     lines.append(f"[run] folder: {run_folder(cfg)}")
     return lines
 
