@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from iccv19.core import ConfigError, atomic_write_text, find_config_error, load_checkpoint
+from iccv19.core import ConfigError, atomic_write_text, checkpoint_must_fit, find_config_error, load_checkpoint
 from iccv19.search.stage import run_search
 from iccv19.training.build import check_config, instantiate_all
 from iccv19.training.console import header, job_command, remove_unstarted_run, run_folder, silence_library_warnings
@@ -45,7 +45,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics = {}
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with checkpoint_must_fit(module, ckpt_path):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
     metrics.update(getattr(module, "model_stats", {}))
     if cfg.test:
@@ -53,7 +54,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if cfg.train and cfg.get("test_ckpt") == "best" and best:
             ckpt = best
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        with checkpoint_must_fit(module, ckpt):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(trainer.callback_metrics)
     return {k: float(v) for k, v in metrics.items()}
 

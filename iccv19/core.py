@@ -75,7 +75,22 @@ def state_dict_mismatch(net: torch.nn.Module, state: dict) -> str:
              f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
              f"{len(shapes)} of another shape (first: {shapes[0]} {list(state[shapes[0]].shape)} in the file, "
              f"{list(own[shapes[0]].shape)} in the network)" if shapes else ""]
-    return ", ".join(p for p in parts if p) or "no difference in keys or shapes"
+    return ", ".join(p for p in parts if p)
+
+
+@contextmanager
+def checkpoint_must_fit(module: torch.nn.Module, path, key: str = "ckpt_path"):
+    """Around ``trainer.fit/test(ckpt_path=path)``: Lightning's strict state_dict error (every key listed, thousands
+    of characters) as a ConfigError naming ``key`` with ``state_dict_mismatch``'s summary."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not path or "Error(s) in loading state_dict" not in str(e):
+            raise
+        state = load_checkpoint(path, key).get("state_dict") or {}
+        raise ConfigError(f"{key}={path} does not fit this run's {type(module).__name__} "
+                          f"({state_dict_mismatch(module, state)}). Resume or test it with the method and model it "
+                          f"was trained with (its .hydra/overrides.yaml).") from None
 
 
 def read_state_dict(path: str | Path, key: str, prefix: str = "net.") -> dict:

@@ -83,6 +83,9 @@ CASES = {
     "devices_text": (["trainer.devices=two"], "trainer.devices=two", ">= 1"),
     "strategy_unknown": (["trainer=ddp_cpu", "trainer.strategy=dpp"], "trainer.strategy=dpp", "ddp"),
     "data_key_typo": (["+data.imagesize=28"], "data.imagesize=28", "takes no imagesize"),
+    "test_a_checkpoint_of_another_network": (["train=false", "ckpt_path={foreign}"], "ckpt_path={foreign}",
+                                             "the method and model it was trained with"),
+    "resume_a_checkpoint_of_another_network": (["ckpt_path={foreign}"], "ckpt_path={foreign}", "missing"),
     "stage_unknown": (["stage=nosuch"], "stage=nosuch", "search"),
     "test_ckpt_unknown": (["test_ckpt=final"], "test_ckpt=final", "best"),
     "both_batch_sizes": (["data.batch_size=32", "data.global_batch_size=64"], "data.batch_size=32",
@@ -106,11 +109,14 @@ def files(tmp_path_factory):
     text, state, truncated = bad_files(tmp)
     resnet = tmp / "resnet20.pt"
     torch.save(he_resnet(20, num_classes=10, in_channels=1).state_dict(), resnet)
+    foreign = tmp / "resnet20.ckpt"   # a Lightning checkpoint of another network
+    torch.save({"state_dict": {f"net.{k}": v for k, v in torch.load(resnet, weights_only=True).items()},
+                "pytorch-lightning_version": "2.5.0", "epoch": 0, "global_step": 0}, foreign)
     pruningnet = tmp / "pruningnet.pt"
     torch.save(instantiate(compose_config(["experiment=metapruning_digits_search"], tmp).model).state_dict(),
                pruningnet)
     return {"text": text, "state": state, "truncated": truncated, "missing": tmp / "missing.ckpt", "folder": tmp,
-            "resnet": resnet, "pruningnet": pruningnet}
+            "resnet": resnet, "foreign": foreign, "pruningnet": pruningnet}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
