@@ -71,10 +71,10 @@ def state_dict_mismatch(net: torch.nn.Module, state: dict) -> str:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
-    parts = [f"{len(missing)} of its tensors missing (first: {missing[0]})" if missing else "",
-             f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
-             f"{len(shapes)} of another shape (first: {shapes[0]} {list(state[shapes[0]].shape)} in the file, "
-             f"{list(own[shapes[0]].shape)} in the network)" if shapes else ""]
+    parts = [f"{len(missing)} tensors missing ({missing[0]}, ...)" if missing else "",
+             f"{len(unexpected)} unexpected ({unexpected[0]}, ...)" if unexpected else "",
+             f"{len(shapes)} of another shape ({shapes[0]}: {list(state[shapes[0]].shape)} in the file, "
+             f"{list(own[shapes[0]].shape)} here)" if shapes else ""]
     return ", ".join(p for p in parts if p)
 
 

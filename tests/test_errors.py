@@ -86,6 +86,8 @@ CASES = {
     "test_a_checkpoint_of_another_network": (["train=false", "ckpt_path={foreign}"], "ckpt_path={foreign}",
                                              "the method and model it was trained with"),
     "resume_a_checkpoint_of_another_network": (["ckpt_path={foreign}"], "ckpt_path={foreign}", "missing"),
+    "pruningnet_of_another_network": (["experiment=metapruning_digits_search", "search.pruningnet_ckpt={resnet}"],
+                                      "search.pruningnet_ckpt={resnet}", "another shape"),
     "stage_unknown": (["stage=nosuch"], "stage=nosuch", "search"),
     "test_ckpt_unknown": (["test_ckpt=final"], "test_ckpt=final", "best"),
     "both_batch_sizes": (["data.batch_size=32", "data.global_batch_size=64"], "data.batch_size=32",

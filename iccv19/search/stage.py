@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from iccv19.core import ConfigError, read_state_dict
+from iccv19.core import ConfigError, read_state_dict, state_dict_mismatch
 from iccv19.networks.flops import COUNTERS, count_flops, count_params
 from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
 from iccv19.search.evaluate import CandidateEvaluator
@@ -43,10 +43,9 @@ def load_pruningnet(cfg: DictConfig):
     weights = read_state_dict(str(path), "search.pruningnet_ckpt")
     try:
         net.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ConfigError(f"search.pruningnet_ckpt={path} does not match model={cfg.model.get('arch')} "
-                          f"(size={cfg.model.get('size')}, num_classes={cfg.model.get('num_classes')}): choose the "
-                          f"model config it was trained with. ({str(e).splitlines()[0]})") from None
+    except RuntimeError:
+        raise ConfigError(f"search.pruningnet_ckpt={path} does not fit model.arch={cfg.model.get('arch')} "
+                          f"({state_dict_mismatch(net, weights)}): use the model config it was trained with.") from None
     return net
 
 
