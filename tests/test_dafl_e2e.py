@@ -133,7 +133,7 @@ def test_recipes_compose_with_their_stated_values(tmp_path, name):
         assert module.scheduler_interval == "epoch"
     if expected["output"] == "pixels":   # the real data's normalization constants
         assert (generator.pixel_mean, generator.pixel_std) == \
-            ((0.1307, 0.3081) if cfg.data._target_.endswith("MNISTDataModule") else (0.3054, 0.3237))
+            ((0.1307, 0.3081) if cfg.data.get("dataset") == "torchvision.datasets.MNIST" else (0.3054, 0.3237))
 
 
 @pytest.mark.parametrize("name, batch, optimizer, epochs, shift", [

@@ -27,6 +27,7 @@ def check_config(cfg: DictConfig, stages) -> None:
     if cfg.stage not in stages:
         raise ConfigError(f"stage={cfg.stage}: choose one of {', '.join(stages)} (the method sets it: "
                           f"method=metapruning_search runs the search).")
+    check_data_defaults(cfg)
     seed = cfg.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed}: the seed is an integer from 0 to 4294967295 (e.g. seed=0).")
@@ -157,6 +158,25 @@ def check_optimizers(cfg: DictConfig) -> None:
             where = f"{key}.{culprit}={node[culprit]}" if culprit else f"{key}={OmegaConf.to_container(node)}"
             raise ConfigError(f"{where}: {node._target_} refuses it ({message}). Fix the value (the defaults are "
                               f"in conf/{'scheduler' if key == 'scheduler' else 'optimizer'}/).") from None
+
+
+# model and teacher default to the data set's own (conf/config.yaml: optional model: student_${data}, optional
+# teacher: for_${data}); a data set without them leaves them ??? until the command names one.
+DATA_DEFAULTS = {  # key: (what the data set lacks, the file that would choose it, what the command adds instead)
+    "model": ("student", "model/student", "model=<name> (a file of conf/model/, e.g. lenet5_half, resnet20)"),
+    "teacher": ("teacher", "teacher/for", "teacher=checkpoint model@teacher.net=<its network> "
+                                          "teacher.checkpoint=<its last.ckpt>"),
+}
+
+
+def check_data_defaults(cfg: DictConfig) -> None:
+    """A ``model`` or ``teacher`` that the data set does not choose and the command does not name: a clear error."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    data = choices.get("data", "<data>")
+    for key, (what, file, fix) in DATA_DEFAULTS.items():
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is not set: data={data} has no {what} of its own (conf/{file}_{data}.yaml). "
+                              f"Add {fix} to the command, or write that file.")
 
 
 FABRIC_KEYS = tuple(inspect.signature(L.Fabric.__init__).parameters)
