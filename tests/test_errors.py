@@ -157,6 +157,7 @@ def test_printed_as_one_line_without_a_run_folder(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow   # a process of its own: the error format is run by default above
 def test_an_unwritable_log_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     line = run_mistake([f"paths.log_dir={tmp_path}/file/logs"], tmp_path / "c")
@@ -164,6 +165,7 @@ def test_an_unwritable_log_dir_is_one_line(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_bench_script_without_its_data_prints_run_pys_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cckd_table.py"), "--data-root", str(tmp_path / "x"),
                            "--workdir", str(tmp_path / "w")], capture_output=True, text=True, timeout=300)
