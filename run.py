@@ -13,9 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from iccv19.core import ConfigError, atomic_write_text, find_config_error, load_checkpoint
+from iccv19.core import ConfigError, atomic_write_text, checkpoint_must_fit, find_config_error, load_checkpoint
 from iccv19.search.stage import run_search
-from iccv19.training.build import check_data_defaults, check_trainer_config, instantiate_all
+from iccv19.training.build import check_config, instantiate_all
+from iccv19.training.console import header, job_command, remove_unstarted_run, run_folder, silence_library_warnings
 from iccv19.training.loggers import finish_wandb
 
 
@@ -44,7 +45,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics = {}
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with checkpoint_must_fit(module, ckpt_path):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
     metrics.update(getattr(module, "model_stats", {}))
     if cfg.test:
@@ -52,7 +54,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if cfg.train and cfg.get("test_ckpt") == "best" and best:
             ckpt = best
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        with checkpoint_must_fit(module, ckpt):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(trainer.callback_metrics)
     return {k: float(v) for k, v in metrics.items()}
 
@@ -61,13 +64,13 @@ STAGES = {"fit": fit, "search": run_search}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Seed, print the config, run ``cfg.stage``; returns the final metrics."""
-    if cfg.stage not in STAGES:
-        raise SystemExit(f"error: stage={cfg.stage} is not one of {sorted(STAGES)}")
-    check_data_defaults(cfg)
-    check_trainer_config(cfg.trainer)
-    rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
+    """Check, seed, print the header, run ``cfg.stage``; returns the final metrics."""
+    check_config(cfg, STAGES)
+    if cfg.get("print_config"):
+        rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
+    for line in header(cfg):
+        rank_zero_info(line)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.time()
     try:
         metrics = STAGES[cfg.stage](cfg)
@@ -77,6 +80,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
     rank_zero_info(f"[done] {summary or 'no test metrics'}")
+    rank_zero_info(f"[run] folder: {run_folder(cfg)}")
     return metrics
 
 
@@ -84,24 +88,27 @@ def write_metrics_json(path: Path, metrics: dict[str, float], seconds: float) ->
     """What bench/ scripts read back: final metrics (test/*, model/flops, model/params, ...), wall time and the
     command that produced them."""
     record = {"metrics": metrics, "wall_time_s": round(seconds, 2),
-              "command": " ".join(["python", "run.py", *sys.argv[1:]])}
+              "command": job_command()}
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    silence_library_warnings()
     try:
         metrics = run(cfg)
     except MissingMandatoryValue:   # a ??? value reached (after the data checks, so a bad data.root is named first)
         missing = sorted(OmegaConf.missing_keys(cfg))
         print(f"error: {', '.join(missing)} must be set (??? in conf/): add {missing[0]}=<value> to the command "
               f"(the comment beside it in conf/ says what it takes).", file=sys.stderr)
+        remove_unstarted_run(run_folder(cfg))
         sys.exit(1)
     except Exception as e:
         error = find_config_error(e)
         if error is None:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)   # one line, whatever the message
+        remove_unstarted_run(run_folder(cfg))
         sys.exit(1)
     return metrics.get(cfg.get("optimized_metric"))
 

@@ -14,6 +14,7 @@ model/params, ...), ``wall_time_s`` and ``command``. ``±`` in every table is th
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def run(args: list[str], workdir: str | Path, threads: int = 1, timeout: float |
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args, *QUIET], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        if errors:   # a mistake in the arguments (a missing data set...): run.py's own line, no traceback
+            raise SystemExit(errors[-1])
         raise RuntimeError(f"python run.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     run_dir = max(set(workdir.glob("logs/*/runs/*")) - before, key=lambda p: p.stat().st_mtime_ns)
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -48,7 +52,7 @@ def same_run(command: str, args: list[str]) -> bool:
     def key(words):
         return sorted(w.split("=")[0] if w.startswith("teacher.checkpoint=") else w
                       for w in words if not w.startswith("callbacks."))
-    return key(command.split()[2:]) == key(args)
+    return key(shlex.split(command)[2:]) == key(args)
 
 
 def cached_run(args: list[str], folder: str | Path, run_missing: bool = True, threads: int = 1) -> dict | None:

@@ -35,7 +35,8 @@ class ClassificationDataModule(L.LightningDataModule):
         # data.num_classes / in_channels / image_size are in the YAML for models to read; they must agree.
         for key, value in shape.items():
             if key not in ("num_classes", "in_channels", "image_size"):
-                raise TypeError(f"{type(self).__name__} got an unexpected argument data.{key}")
+                raise ConfigError(f"data.{key}={value}: {type(self).__name__} takes no {key}. Remove it (the data "
+                                  f"group's keys are in conf/data/).")
             if value != getattr(self, key):
                 raise ConfigError(f"data.{key}={value}, but {type(self).__name__} has {key}={getattr(self, key)}: "
                                   f"remove the override.")

@@ -59,10 +59,38 @@ def load_checkpoint(path: str | Path, key: str, weights_only: bool = True):
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # truncated zip, a text file, a pickle of something else
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"{key}={path}: not a readable PyTorch checkpoint ({first}). The file is truncated or "
-                          f"of another kind: point {key} at a complete checkpoint (checkpoints/last.ckpt of a "
-                          f"finished epoch is written atomically).") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:80]
+        raise ConfigError(f"{key}={path}: not a readable PyTorch checkpoint ({first}). Truncated or of another "
+                          f"kind: point {key} at a complete one (a finished epoch's checkpoints/last.ckpt).") from None
+
+
+def state_dict_mismatch(net: torch.nn.Module, state: dict) -> str:
+    """What keeps ``state`` from loading into ``net``, in one short sentence (torch's own message lists every key:
+    thousands of characters for a ResNet): counts and the first key of each kind."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    parts = [f"{len(missing)} tensors missing ({missing[0]}, ...)" if missing else "",
+             f"{len(unexpected)} unexpected ({unexpected[0]}, ...)" if unexpected else "",
+             f"{len(shapes)} of another shape ({shapes[0]}: {list(state[shapes[0]].shape)} in the file, "
+             f"{list(own[shapes[0]].shape)} here)" if shapes else ""]
+    return ", ".join(p for p in parts if p)
+
+
+@contextmanager
+def checkpoint_must_fit(module: torch.nn.Module, path, key: str = "ckpt_path"):
+    """Around ``trainer.fit/test(ckpt_path=path)``: Lightning's strict state_dict error (every key listed, thousands
+    of characters) as a ConfigError naming ``key`` with ``state_dict_mismatch``'s summary."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not path or "Error(s) in loading state_dict" not in str(e):
+            raise
+        state = load_checkpoint(path, key).get("state_dict") or {}
+        raise ConfigError(f"{key}={path} does not fit this run's {type(module).__name__} "
+                          f"({state_dict_mismatch(module, state)}). Resume or test it with the method and model it "
+                          f"was trained with (its .hydra/overrides.yaml).") from None
 
 
 def read_state_dict(path: str | Path, key: str, prefix: str = "net.") -> dict:

@@ -5,7 +5,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from filelock import FileLock
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from iccv19.core import atomic_torch_save
@@ -18,14 +18,18 @@ def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missin
     """``net`` with weights from ``checkpoint`` (Lightning .ckpt or plain state_dict), frozen.
 
     checkpoint=None keeps the network's own weights (torchvision ``model.weights=...``).
-    train_if_missing: ``{max_epochs, lr, seed}``; when ``checkpoint`` does not exist yet, train ``net`` on
-    ``datamodule`` with ClassifierModule and write it there (atomically) first.
+    train_if_missing: ``{path, max_epochs, lr, seed}``: with checkpoint=None, the teacher cached at ``path``,
+    trained on ``datamodule`` with ClassifierModule and written there (atomically) when it is not there yet. A
+    ``checkpoint`` the user names is never trained: a mistyped path is an error, not a new teacher.
     """
-    if checkpoint and train_if_missing and not Path(checkpoint).is_file():
-        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{checkpoint}.lock"):   # runs started together (jobs, DDP ranks, test workers) train it once
-            if not Path(checkpoint).is_file():
-                _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
+    if not checkpoint and train_if_missing:
+        train_if_missing = dict(train_if_missing)
+        checkpoint = train_if_missing.pop("path")
+        if not Path(checkpoint).is_file():
+            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{checkpoint}.lock"):   # runs started together (jobs, DDP ranks, test workers) train it once
+                if not Path(checkpoint).is_file():
+                    _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
     if checkpoint:
         load_weights(net, checkpoint, key="teacher.checkpoint")
     elif not getattr(net, "pretrained", False):
@@ -38,7 +42,7 @@ def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, se
 
     if datamodule is None:
         raise ValueError("teacher.train_if_missing needs teacher.datamodule")
-    print(f"[teacher] {path} not found: training {type(net).__name__} on {type(datamodule).__name__} "
+    rank_zero_info(f"[teacher] {path} not found: training {type(net).__name__} on {type(datamodule).__name__} "
           f"for {max_epochs} epochs and caching it (once per machine)")
     with torch.random.fork_rng():
         L.seed_everything(seed, workers=True, verbose=False)
@@ -50,5 +54,5 @@ def _train_and_cache(net, path: Path, datamodule, max_epochs: int, lr: float, se
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(module, datamodule=datamodule)
         acc = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"]
-    print(f"[teacher] cached teacher test accuracy {acc:.4f}")
+    rank_zero_info(f"[teacher] cached teacher test accuracy {acc:.4f}")
     atomic_torch_save(net.state_dict(), path)

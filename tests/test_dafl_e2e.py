@@ -21,7 +21,7 @@ def one_thread(monkeypatch):
 def quick_teacher(tmp_path_factory):
     """A LeNet-5 digits teacher trained for 2 epochs in its own file (the shared cache keeps the real one)."""
     path = tmp_path_factory.mktemp("teacher") / "lenet5_2ep.pt"
-    return [f"teacher.checkpoint={path}", "teacher.train_if_missing.max_epochs=2"]
+    return [f"teacher.train_if_missing.path={path}", "teacher.train_if_missing.max_epochs=2"]
 
 
 def metrics_of(run_dir):

@@ -1,6 +1,9 @@
 """MetaPruning end to end: PruningNet training, search and retraining from the command line's configs, DDP."""
 import csv
 import json
+import logging
+import re
+import shlex
 from functools import partial
 
 import pytest
@@ -21,14 +24,16 @@ TINY_SEARCH = ["search.population=4", "search.generations=2", "search.parents=2"
                "search.crossovers=2", "search.calib_batches=1", "search.calib_batch_size=32", "search.val_batches=1"]
 
 
-def test_three_digits_stages_end_to_end(tmp_path):
+def test_three_digits_stages_end_to_end(tmp_path, caplog):
     train_dir, search_dir, retrain_dir = tmp_path / "train", tmp_path / "search", tmp_path / "retrain"
     metrics = run_config(["experiment=metapruning_digits", *TINY_TRAIN, "test=false"], train_dir)
     ckpt = train_dir / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and "val/acc" in metrics
 
     search = ["experiment=metapruning_digits_search", f"search.pruningnet_ckpt={ckpt}", *TINY_SEARCH, "logger=csv"]
-    metrics = run_config(search, search_dir)
+    with caplog.at_level(logging.INFO):
+        metrics = run_config(search, search_dir)
+    hint = re.search(r"retrain with: (python run\.py .*?) \(add", caplog.text).group(1)
     top = yaml.safe_load((search_dir / "top_encodings.yaml").read_text())
     assert (search_dir / "flops_vs_acc.png").is_file() and list(search_dir.glob("csv/images/search_flops*.png"))
     assert json.loads((search_dir / "search_state.json").read_text())["generation"] == 2
@@ -48,9 +53,10 @@ def test_three_digits_stages_end_to_end(tmp_path):
         assert narrow.encoding == entry["encoding"]
         assert count_flops(narrow, (1, 32, 32)) == entry["flops"]
 
-    retrain = ["experiment=metapruning_digits_retrain", f"model.encoding={search_dir / 'top_encodings.yaml'}",
-               *TINY_TRAIN]
-    metrics = run_config(retrain, retrain_dir)
+    # stage 3 as the search printed it: the retraining recipe, not the default method (CCKD)
+    retrain = shlex.split(hint)[2:]
+    assert retrain == ["experiment=metapruning_digits_retrain", f"model.encoding={search_dir / 'top_encodings.yaml'}"]
+    metrics = run_config([*retrain, *TINY_TRAIN], retrain_dir)
     assert 0 <= metrics["test/acc"] <= 1
     logged = [r for r in csv.DictReader(open(retrain_dir / "csv" / "metrics.csv")) if r.get("model/flops")]
     assert int(float(logged[0]["model/flops"])) == top["top"][0]["flops"]

@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError, read_state_dict
+from iccv19.core import ConfigError, read_state_dict, state_dict_mismatch
 
 
 class FrozenTeacher(nn.Module):
@@ -28,10 +28,8 @@ def load_weights(net: nn.Module, path: str | Path, key: str = "teacher.checkpoin
     state = read_state_dict(path, key)
     try:
         net.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0:3]
-        raise ConfigError(
-            f"{key}={path} does not fit the teacher network {type(net).__name__} "
-            f"(wrong architecture or number of classes: {' '.join(first)}). Set teacher.net to the architecture "
-            f"the checkpoint was trained with, or point {key} at a checkpoint of this one.") from None
+    except RuntimeError:
+        raise ConfigError(f"{key}={path} does not fit teacher.net={type(net).__name__} (wrong architecture or "
+                          f"number of classes: {state_dict_mismatch(net, state)}). Set model@teacher.net=<the "
+                          f"checkpoint's network> or point {key} at a {type(net).__name__}.") from None
     return net

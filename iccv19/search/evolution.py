@@ -75,9 +75,12 @@ def resolve_budget(value, full: float, key: str) -> float | None:
             raise ConfigError(f"{key}={value!r}: write a fraction of the full network (0.5), a number of FLOPs "
                               f"(330000000) or one with a suffix (330M, 2G).")
         value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
-    value = float(value)
+    typed, value = value, float(value)
     if value <= 0:
-        raise ConfigError(f"{key}={value}: must be positive (a fraction of the full network or an absolute count).")
+        raise ConfigError(f"{key}={typed}: must be positive (a fraction of the full network or an absolute count).")
+    if 1 < value < 1000:   # neither a fraction nor a plausible count: 2.0 is not "twice" nor "2 FLOPs"
+        raise ConfigError(f"{key}={typed}: ambiguous. A fraction of the full network is at most 1 ({key}=0.5: half "
+                          f"of it); an absolute count is FLOPs ({key}=330000000) or with a suffix ({key}=330M).")
     return value * full if value <= 1 else value
 
 

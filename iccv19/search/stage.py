@@ -11,15 +11,17 @@ split after BatchNorm recalibration on training batches, and writes to the run f
 
 Under DDP (``trainer=ddp``) every rank scores a slice of each generation and the results are gathered.
 """
+import shlex
 from pathlib import Path
 
 import torch
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from iccv19.core import ConfigError, read_state_dict
+from iccv19.core import ConfigError, read_state_dict, state_dict_mismatch
 from iccv19.networks.flops import COUNTERS, count_flops, count_params
 from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
 from iccv19.search.evaluate import CandidateEvaluator
@@ -41,10 +43,9 @@ def load_pruningnet(cfg: DictConfig):
     weights = read_state_dict(str(path), "search.pruningnet_ckpt")
     try:
         net.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ConfigError(f"search.pruningnet_ckpt={path} does not match model={cfg.model.get('arch')} "
-                          f"(size={cfg.model.get('size')}, num_classes={cfg.model.get('num_classes')}): choose the "
-                          f"model config it was trained with. ({str(e).splitlines()[0]})") from None
+    except RuntimeError:
+        raise ConfigError(f"search.pruningnet_ckpt={path} does not fit model.arch={cfg.model.get('arch')} "
+                          f"({state_dict_mismatch(net, weights)}): use the model config it was trained with.") from None
     return net
 
 
@@ -199,5 +200,20 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
             f"network), {best['params']:,} parameters, held-out acc {best['acc']:.4f}; "
             f"uniform {uniform_record['ratio']:.2f}x: "
             f"{uniform_flops / 1e6:.3f}M FLOPs, held-out acc {uniform_record['acc']:.4f}\n[search] wrote {output}; "
-            f"retrain with: python run.py model=pruned model.encoding={output} (model.pick=uniform for the baseline)")
+            f"retrain with: {retrain_command(cfg, output)} (add model.pick=uniform for the baseline)")
     return metrics
+
+
+def retrain_command(cfg: DictConfig, output: Path) -> str:
+    """Stage 3 as a command that runs as printed: the recipe's ``*_retrain`` sibling
+    (``experiment=metapruning_digits_search`` -> ``metapruning_digits_retrain``), or supervised training of
+    ``model=pruned`` on the same data; the data settings typed for the search carry over."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    experiment = choices.get("experiment") or ""
+    if experiment.endswith("_search"):
+        stage3 = [f"experiment={experiment.removesuffix('_search')}_retrain"]
+    else:
+        stage3 = ["method=supervised", f"data={choices.get('data', 'digits')}", "model=pruned"]
+    data = [o for o in typed if o.lstrip("+").startswith("data.") and not o.startswith("data.holdout")]
+    return shlex.join(["python", "run.py", *stage3, *data, f"model.encoding={output.resolve()}"])

@@ -2,12 +2,17 @@
 Fabric for stages that run their own loop (the MetaPruning search) from the same ``trainer`` config as ``Trainer``
 stages."""
 import inspect
+import re
+import typing
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.strategies import StrategyRegistry
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from iccv19.core import ConfigError
 
@@ -17,14 +22,142 @@ def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def check_trainer_config(trainer: DictConfig) -> None:
-    """Settings this machine cannot honour, as clear errors before anything starts."""
+def check_config(cfg: DictConfig, stages) -> None:
+    """The mistakes caught before anything is built or trained (each value is also checked where it is used)."""
+    if cfg.stage not in stages:
+        raise ConfigError(f"stage={cfg.stage}: choose one of {', '.join(stages)} (the method sets it: "
+                          f"method=metapruning_search runs the search).")
+    check_data_defaults(cfg)
+    seed = cfg.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed}: the seed is an integer from 0 to 4294967295 (e.g. seed=0).")
+    check_trainer_config(cfg.trainer, train=cfg.get("train", True))
+    check_arguments(cfg)
+    check_optimizers(cfg)
+    if cfg.get("test_ckpt") not in ("last", "best"):
+        raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')}: choose last (the last epoch's weights) or best (the "
+                          f"best epoch by val/acc).")
+    typed = {o.split("=", 1)[0].lstrip("+~") for o in (HydraConfig.get().overrides.task
+                                                         if HydraConfig.initialized() else [])}
+    data = cfg.get("data") or {}
+    if "data.batch_size" in typed and data.get("global_batch_size") is not None:
+        raise ConfigError(f"data.batch_size={data.batch_size} and data.global_batch_size={data.global_batch_size} "
+                          f"are both set: the global size (per step over all devices) wins for training. Set "
+                          f"data.global_batch_size=<N> instead, or data.global_batch_size=null to use batch_size.")
+
+
+def _literals(hint) -> list:
+    """The values of the ``Literal`` types inside a type hint (``Optional[Union[Literal[64, 32], ...]]``)."""
+    if typing.get_origin(hint) is typing.Literal:
+        return list(typing.get_args(hint))
+    return [value for arg in typing.get_args(hint) for value in _literals(arg)]
+
+
+PRECISIONS = _literals(typing.get_type_hints(L.Trainer.__init__)["precision"])   # what Trainer(precision=) takes
+
+
+def check_trainer_config(trainer: DictConfig, train: bool = True) -> None:
+    """Settings this machine cannot honour or Lightning would misread, as clear errors before anything starts."""
     accelerator, devices = trainer.get("accelerator"), trainer.get("devices")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator}: no GPU is visible on this machine. Use trainer=cpu "
                           f"(or trainer=ddp_cpu for 2 CPU processes), or run where a GPU is.")
-    if (isinstance(devices, int) and devices < 1) or devices in ("0", "", []):
+    if isinstance(accelerator, str) and accelerator not in ("auto", "gpu", "cuda"):
+        if accelerator not in AcceleratorRegistry:
+            raise ConfigError(f"trainer.accelerator={accelerator}: choose cpu, gpu or auto (or one of "
+                              f"{', '.join(sorted(AcceleratorRegistry.available_accelerators()))}).")
+        if not AcceleratorRegistry[accelerator]["accelerator"].is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator}: no {accelerator} device on this machine (or its "
+                              f"library is not installed). Use trainer=cpu, or trainer=gpu where a GPU is.")
+    if ((isinstance(devices, int) and devices < 1) or devices in ("0", "", [])
+            or (isinstance(devices, str) and not re.fullmatch(r"auto|-1|\d+|\d+(,\d+)*,?", devices.replace(" ", "")))):
         raise ConfigError(f"trainer.devices={devices}: give a number of devices >= 1 (or auto).")
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry:
+        raise ConfigError(f"trainer.strategy={strategy}: choose auto, ddp (trainer=ddp, trainer=ddp_cpu), ddp_spawn "
+                          f"or another Lightning strategy (fsdp, deepspeed, ...).")
+    precision = trainer.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision}: choose 32-true (CPU), bf16-mixed or 16-mixed (GPU), or "
+                          f"one of {', '.join(map(str, PRECISIONS[3:11]))}.")
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if train and not (isinstance(steps, int) and steps > 0):
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ConfigError(f"trainer.max_epochs={epochs}: train for at least one epoch (an integer >= 1; "
+                              f"-1 would train forever). To only test a checkpoint: train=false ckpt_path=<file>.")
+
+
+ARGUMENT_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def check_arguments(node, key: str = "") -> None:
+    """Every ``_target_`` node of the config against its target's signature: a key it does not take (a node
+    merged from two configs, a typo) or text where it takes a number, named before instantiate's TypeError."""
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            if isinstance(item, (DictConfig, ListConfig)):
+                check_arguments(item, f"{key}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    parameters = _parameters(node.get("_target_")) if "_target_" in node else None
+    for name in node:
+        path = f"{key}.{name}" if key else str(name)
+        try:
+            value = node[name]
+        except MissingMandatoryValue:   # ??? (or a value interpolated from one): named when it is used
+            continue
+        shown = value if not isinstance(value, (DictConfig, ListConfig)) else "{...}"
+        if parameters is not None and name not in ARGUMENT_KEYS:
+            if name not in parameters and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+                fix = ("+model@teacher.net merges into the old network's keys: choose another teacher network with "
+                       "teacher=checkpoint model@teacher.net=<name>" if key == "teacher.net" else "Remove the key")
+                raise ConfigError(f"{path}={shown}: {node._target_} takes no '{name}' (it takes "
+                                  f"{', '.join(p for p in parameters if p != 'self')}). {fix}.")
+            if isinstance(value, str) and name in parameters and _takes_number(parameters[name]):
+                default = parameters[name].default
+                example = f"e.g. {path}={default}" if isinstance(default, (int, float)) else "a number"
+                raise ConfigError(f"{path}={value}: not a number ({node._target_} takes a number). Write {example}.")
+        if isinstance(value, (DictConfig, ListConfig)) and not OmegaConf.is_interpolation(node, name):
+            check_arguments(value, path)
+
+
+def _takes_number(parameter: inspect.Parameter) -> bool:
+    """A numeric default, or an annotation of numbers only (``float``, ``int | None``)."""
+    if isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool):
+        return True
+    annotation = parameter.annotation
+    names = (set(re.findall(r"\w+", annotation)) if isinstance(annotation, str) else
+             {getattr(a, "__name__", str(a)) for a in (typing.get_args(annotation) or [annotation])})
+    return bool(names & {"int", "float"}) and names <= {"int", "float", "None", "NoneType", "Optional"}
+
+
+def _parameters(target) -> dict | None:
+    try:
+        return dict(inspect.signature(get_object(str(target))).parameters)
+    except Exception:  # not importable or no signature: instantiate names it
+        return None
+
+
+def check_optimizers(cfg: DictConfig) -> None:
+    """The ``_partial_`` optimizers and scheduler built once on a dummy parameter: torch's own checks (lr < 0,
+    betas outside [0, 1), text for a number...) as errors naming the key, before a teacher is trained."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    for key in ("optimizer", "generator_optimizer", "scheduler"):
+        node = cfg.get(key)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            instantiate(node)(torch.optim.SGD([param], lr=0.1) if key == "scheduler" else [param])
+        except (ValueError, TypeError) as e:
+            message = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            aliases = {"learning rate": "lr", "beta": "betas", "epsilon": "eps"}
+            names = [str(n) for n in node if not str(n).startswith("_")]
+            culprit = next((n for n in names if n in message), None) or next(
+                (a for word, a in aliases.items() if word in message and a in names), None)
+            where = f"{key}.{culprit}={node[culprit]}" if culprit else f"{key}={OmegaConf.to_container(node)}"
+            raise ConfigError(f"{where}: {node._target_} refuses it ({message}). Fix the value (the defaults are "
+                              f"in conf/{'scheduler' if key == 'scheduler' else 'optimizer'}/).") from None
 
 
 # model and teacher default to the data set's own (conf/config.yaml: optional model: student_${data}, optional
