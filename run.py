@@ -74,7 +74,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         finish_wandb()
     if rank_zero_only.rank == 0:
         write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started)
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+    summary = ", ".join(f"{k} {v:.4f}" if k.startswith("test/") else f"{k} {v:.4g}" for k, v in sorted(metrics.items())
+                        if k.startswith(("test/", "speed/", "model/flops", "model/params")))
     rank_zero_info(f"[done] {summary or 'no test metrics'}")
     return metrics
 
