@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from iccv19.core import ConfigError, atomic_write_text, find_config_error, load_checkpoint
+from iccv19.deploy.export import export
 from iccv19.search.stage import run_search
 from iccv19.training.build import check_trainer_config, instantiate_all
 from iccv19.training.loggers import finish_wandb
@@ -57,7 +58,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-STAGES = {"fit": fit, "search": run_search}
+STAGES = {"fit": fit, "search": run_search, "export": export}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

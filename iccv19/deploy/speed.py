@@ -35,13 +35,15 @@ def time_call(fn: Callable[[], object], device: str | torch.device = "cpu", warm
 
 def time_forward(net: nn.Module, inputs: torch.Tensor, warmup: int = 10, repeats: int = 50) -> float:
     """Median milliseconds of ``net(inputs)`` in eval and inference mode on the inputs' device."""
-    was_training = net.training
-    net.eval()
+    was_training = getattr(net, "training", False)   # a frozen TorchScript module has no mode
+    if was_training:
+        net.eval()
     try:
         with torch.inference_mode():
             return time_call(lambda: net(inputs), inputs.device, warmup, repeats)
     finally:
-        net.train(was_training)
+        if was_training:
+            net.train()
 
 
 def example_input(input_shape: Sequence[int], batch_size: int, device: str | torch.device = "cpu",
