@@ -1,0 +1,172 @@
+"""MetaPruning's latency lookup table: the measured latency of every layer of a PruningNet family's narrow
+networks at every channel choice, on the target device, so a search can predict any candidate's latency.
+
+A *layer* is a leaf module of the narrow network (a convolution, a BatchNorm, an activation, the pooling, the
+classifier) together with the shape of its input; its signature, e.g. ``Conv2d(16, 96, kernel_size=(1, 1), ...)
+@(16, 16, 16)``, is the table's key. A network's predicted latency is the sum of its layers' entries plus the
+family's fixed ``overhead`` (module calls, residual adds: what the layers alone do not run), the median difference
+between measured whole networks and their layer sums over a few reference encodings.
+
+The table is built once: the narrow networks of a covering set of encodings (every pair of choices at every pair of
+genes, an orthogonal array of 31 x 31 rows, so every convolution's (in, out) widths occur) are traced, and each
+distinct layer is timed alone in eval and inference mode (``iccv19.deploy.speed``). It is cached atomically as JSON
+under ``<cache_dir>/latency/`` keyed by the family (arch and its widths), input shape, device, threads, batch size
+and torch version; a layer a prediction meets that the table lacks is timed then and the file rewritten."""
+import copy
+import hashlib
+import json
+import random
+import statistics
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iccv19.core import atomic_write_text
+from iccv19.deploy.speed import example_input, measure_latency, speed_settings, time_forward
+from iccv19.networks.pruningnet import NUM_CHOICES
+
+PRIME = 31   # NUM_CHOICES: the orthogonal array (a + g * b) mod 31 covers every pair of choices at any 2 of 32 genes
+
+
+def covering_encodings(num_genes: int) -> list[list[int]]:
+    """Encodings in which every pair of genes takes every pair of choices (exactly for up to 32 genes)."""
+    assert NUM_CHOICES == PRIME
+    rows = []
+    for a in range(PRIME):
+        for b in range(PRIME):
+            columns = [(a + g * b) % PRIME for g in range(PRIME)] + [b]
+            rows.append([columns[g % len(columns)] for g in range(num_genes)])
+    return rows
+
+
+def trace_layers(net: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, nn.Module, tuple]]:
+    """(signature, module, input shape without the batch) of every leaf module ``net`` runs, in call order."""
+    found = []
+
+    def record(module, args):
+        found.append((module, tuple(args[0].shape[1:])))
+
+    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if next(m.children(), None) is None]
+    was_training = net.training
+    try:
+        with torch.inference_mode():
+            net.eval()(example_input(input_shape, 1, next(net.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    return [(f"{type(m).__name__}({m.extra_repr()})@{tuple(shape)}", m, shape) for m, shape in found]
+
+
+class LatencyTable:
+    """Per-layer latency of the narrow networks of ``net`` (a PruningNet) at ``input_shape`` on ``device`` with
+    ``threads`` intra-op threads and batch ``batch_size``; ``load_or_build()`` then ``predict(narrow_net)`` (ms)."""
+
+    def __init__(self, net, input_shape: Sequence[int], cache_dir: str | Path, device: str = "cpu",
+                 batch_size: int = 1, threads: int | None = None, warmup: int = 3, repeats: int = 20,
+                 references: int = 5):
+        self.net, self.input_shape = net, tuple(int(s) for s in input_shape)
+        self.device, self.batch_size = torch.device(device), int(batch_size)
+        self.threads = int(threads or torch.get_num_threads())
+        self.warmup, self.repeats, self.references = warmup, repeats, references
+        settings = speed_settings(self.device)
+        self.key = {"arch": net.arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in sorted(net.arch_kwargs.items())},
+                    "input_shape": list(self.input_shape), "device": settings["device_name"],
+                    "threads": self.threads, "batch_size": self.batch_size, "torch": settings["torch"]}
+        digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = Path(cache_dir) / "latency" / f"{net.arch}-{digest}.json"
+        self.entries: dict[str, float] = {}
+        self.overhead = 0.0
+        self.ready = False   # built or loaded
+        self.built = False   # measured by this object (False: read from the cache file)
+
+    # -- measuring ------------------------------------------------------------------------------------------
+    @contextmanager
+    def _threads(self):
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _time_layer(self, module: nn.Module, shape: tuple) -> float:
+        layer = copy.deepcopy(module).to(self.device)
+        x = example_input(shape, self.batch_size, self.device)
+        return time_forward(layer, x, max(1, self.warmup), self.repeats)   # the first call allocates: never timed
+
+    def _time_network(self, narrow: nn.Module) -> float:
+        return measure_latency(narrow.to(self.device), self.input_shape, self.batch_size, self.device,
+                               max(self.warmup, 5), max(self.repeats, 20))
+
+    def layer_sum(self, narrow: nn.Module) -> float:
+        """The sum of the table's entries over ``narrow``'s layers; layers the table lacks are timed now (and the
+        cache file rewritten once the table is complete)."""
+        layers = trace_layers(narrow, self.input_shape)
+        missing = {sig: (m, shape) for sig, m, shape in layers if sig not in self.entries}
+        if missing:
+            with self._threads():
+                for sig, (m, shape) in missing.items():
+                    self.entries[sig] = self._time_layer(m, shape)
+            if self.ready:
+                self.save()
+        return sum(self.entries[sig] for sig, _, _ in layers)
+
+    def predict(self, narrow: nn.Module) -> float:
+        """Predicted milliseconds of one forward pass of the narrow network ``narrow`` (on the table's device)."""
+        return self.layer_sum(narrow) + self.overhead
+
+    def predict_encoding(self, encoding: Sequence[int]) -> float:
+        return self.predict(self.net.narrow(encoding))
+
+    def reference_encodings(self) -> list[list[int]]:
+        rng = random.Random(0)
+        return [self.net.full_encoding(), [0] * self.net.num_genes,
+                *(self.net.random_encoding(rng) for _ in range(max(0, self.references - 2)))]
+
+    def build(self) -> None:
+        """Time every layer of the covering encodings' narrow networks, then the family's overhead; save."""
+        for encoding in covering_encodings(self.net.num_genes):
+            self.layer_sum(self.net.narrow(encoding))
+        with self._threads():
+            gaps = []
+            for encoding in self.reference_encodings():
+                narrow = self.net.narrow(encoding)
+                gaps.append(self._time_network(narrow) - self.layer_sum(narrow))
+        self.overhead = statistics.median(gaps)
+        self.ready = self.built = True
+        self.save()
+
+    # -- the cache file --------------------------------------------------------------------------------------
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"key": self.key, "overhead_ms": self.overhead,
+                                                 "entries": self.entries}, indent=0, sort_keys=True))
+
+    def load(self) -> bool:
+        """Read the cached table; False when there is none (or one of another key, which is rebuilt)."""
+        if not self.path.is_file():
+            return False
+        try:
+            content = json.loads(self.path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(content, dict) or content.get("key") != json.loads(json.dumps(self.key)):
+            return False
+        self.entries, self.overhead = dict(content["entries"]), float(content["overhead_ms"])
+        self.ready = True
+        return True
+
+    def load_or_build(self) -> "LatencyTable":
+        if not self.load():
+            self.build()
+        return self
+
+    def describe(self) -> str:
+        return (f"{self.net.arch} at {self.input_shape}, batch {self.batch_size}, {self.threads} threads on "
+                f"{self.key['device']} (torch {self.key['torch']}): {len(self.entries)} layers, overhead "
+                f"{self.overhead:.3f} ms; {self.path}")
+
