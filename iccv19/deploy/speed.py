@@ -3,6 +3,7 @@
 Measured as deployed: eval mode, ``torch.inference_mode``, on ``device``, with ``torch.get_num_threads()`` intra-op
 threads (the caller states it next to the number; ``speed_settings`` returns it). The network's training/eval mode
 is restored afterwards."""
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -72,9 +73,21 @@ def measure_throughput(net: nn.Module, input_shape: Sequence[int], batch_size: i
     return 1000 * batch_size / measure_latency(net, input_shape, batch_size, device, warmup, repeats)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the platform's processor string, else 'cpu'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def speed_settings(device: str | torch.device) -> dict:
-    """What a measured speed depends on besides the network: device and intra-op threads."""
+    """What a measured speed depends on besides the network: the device (its model) and intra-op threads."""
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {cpu_name()}"
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "torch": torch.__version__}
