@@ -7,7 +7,7 @@ with the same batch size and thread: the median over ``--rounds`` interleaved ro
 forward passes. Prints the prediction error (predicted / measured - 1) and the measured speed-up against the FLOP
 reduction. Every stage is a ``python run.py`` command (bench/common.py), cached under --out.
 
-    python bench/latency_table.py [--batch-sizes 1 32] [--budget 0.5] [--seed 0] [--rounds 3] [--write]
+    python bench/latency_table.py [--budgets 1:0.95 32:0.5] [--seed 0] [--rounds 3] [--write]
         [--train-extra k=v ...] [--search-extra k=v ...]
 
 --write puts the table into the latency section of docs/results.md.
@@ -80,26 +80,29 @@ def summarize(batch: int, top: dict, rows: list[dict]) -> dict:
             "threads": b["latency_threads"]}
 
 
-def table(summaries: list[dict], infeasible: list[tuple], budget: float) -> str:
-    lines = ["| batch | networks | median abs. error | median error | max abs. error | full: predicted / measured ms "
-             "| narrowest (measured, of full) | searched best: measured latency, FLOPs (of full) | uniform: "
-             "measured latency, FLOPs | held-out acc. searched / uniform |", "|---" * 10 + "|"]
+def table(summaries: list[dict], infeasible: list[tuple]) -> str:
+    lines = ["| batch | search.max_latency | networks | median abs. error | median error | max abs. error "
+             "| full: predicted / measured ms | narrowest (measured, of full) | searched best: measured latency, "
+             "FLOPs (of full) | uniform: measured latency, FLOPs | held-out acc. searched / uniform |", "|---" * 11 + "|"]
     for s in summaries:
-        lines.append(f"| {s['batch']} | {s['n']} | {s['median_abs_error']:.1%} | {s['median_error']:+.1%} | "
+        lines.append(f"| {s['batch']} | {s['budget']} ({s['budget_ms']:.3f} ms) | {s['n']} | "
+                     f"{s['median_abs_error']:.1%} | {s['median_error']:+.1%} | "
                      f"{s['max_abs_error']:.1%} | {s['full_predicted']:.3f} / {s['full_measured']:.3f} | "
                      f"{s['narrowest_measured_fraction']:.0%} | {s['best_measured_fraction']:.0%}, "
                      f"{s['best_flops_fraction']:.0%} | {s['uniform_measured_fraction']:.0%}, "
                      f"{s['uniform_flops_fraction']:.0%} | {100 * s['best_val_acc']:.1f} / "
                      f"{100 * s['uniform_val_acc']:.1f} |")
-    for batch, error in infeasible:
-        lines.append(f"| {batch} | search.max_latency={budget}: infeasible | | | | | | | | |\n\n{error}")
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    for batch, budget, error in infeasible:
+        text += f"\n\nBatch {batch}, search.max_latency={budget}: infeasible. {error}"
+    return text
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--budget", type=float, default=0.5, help="search.max_latency: fraction of the full network")
+    parser.add_argument("--budgets", nargs="+", default=["1:0.95", "32:0.5"],
+                        help="batch:fraction, a search per item with search.latency.batch_size=batch and "
+                             "search.max_latency=fraction (of the full network's predicted latency)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)
@@ -115,10 +118,11 @@ def main():
                        args.out / "train")
     ckpt = Path(train["run_dir"]) / "checkpoints" / "last.ckpt"
     summaries, infeasible = [], []
-    for batch in args.batch_sizes:
-        search = search_once(ckpt, batch, args.budget, args.seed, args.out, args.search_extra)
+    budgets = [(int(b), float(f)) for b, f in (item.split(":") for item in args.budgets)]
+    for batch, budget in budgets:
+        search = search_once(ckpt, batch, budget, args.seed, args.out, args.search_extra)
         if "error" in search:
-            infeasible.append((batch, search["error"]))
+            infeasible.append((batch, budget, search["error"]))
             print(f"[bench] batch {batch}: {search['error']}", flush=True)
             continue
         top = yaml.safe_load((Path(search["run_dir"]) / "top_encodings.yaml").read_text())
@@ -126,18 +130,18 @@ def main():
             raise ConfigError(f"the table was built with {top['budget']['latency_threads']} threads, this process "
                               f"runs {torch.get_num_threads()}")
         rows = measure_networks(top, args.rounds, args.repeats)
-        summaries.append(summarize(batch, top, rows))
+        summaries.append({**summarize(batch, top, rows), "budget": budget})
         for r in rows:
             print(f"[bench] batch {batch} {r['group']:9s} predicted {r['predicted'] or float('nan'):8.3f} ms, "
                   f"measured {r['measured']:8.3f} ms, {r['flops'] / 1e6:.3f}M FLOPs", flush=True)
     settings = speed_settings("cpu")
-    text = table(summaries, infeasible, args.budget)
+    text = table(summaries, infeasible)
     print(f"\n{text}\n\n({settings['device_name']}, {torch.get_num_threads()} thread, torch {settings['torch']}; "
           f"total {time.time() - start:.0f} s)")
     if args.write:
         write_section("latency", "## Latency lookup table: predicted vs measured latency\n\n"
-                      f"`python bench/latency_table.py --batch-sizes {' '.join(map(str, args.batch_sizes))} "
-                      f"--budget {args.budget}` ({settings['device_name']}, one thread, torch {settings['torch']})."
+                      f"`python bench/latency_table.py --budgets {' '.join(args.budgets)}` "
+                      f"({settings['device_name']}, one thread, torch {settings['torch']})."
                       f"\n\n{text}\n")
 
 

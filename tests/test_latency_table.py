@@ -14,11 +14,11 @@ from torch import nn
 from iccv19.core import ConfigError
 from iccv19.networks.pruningnet import build_pruningnet
 from iccv19.search.evolution import Budget, resolve_budget
-from iccv19.search.latency import LatencyTable, covering_encodings, trace_layers
+from iccv19.search.latency import LatencyTable, covering_encodings, fit_line, trace_layers
 
 TINY = dict(stem_width=8, stage_widths=(4, 8), stage_repeats=(1, 2), stage_strides=(1, 2), last_channels=8)
 SHAPE = (1, 32, 32)   # the digits' images, as the search below sees them
-QUICK = dict(warmup=1, repeats=2, references=3)
+QUICK = dict(warmup=1, repeats=2, references=4)
 OVERHEAD = 0.25
 
 
@@ -60,7 +60,8 @@ def test_table_is_built_once_and_cached_under_its_key(built, monkeypatch):
     assert saved["key"]["threads"] == torch.get_num_threads() and saved["key"]["batch_size"] == 1
     assert saved["key"]["torch"] == torch.__version__ and saved["key"]["input_shape"] == list(SHAPE)
     assert saved["entries"] == table.entries and len(table.entries) > 20
-    assert saved["overhead_ms"] == pytest.approx(OVERHEAD)   # the median of (whole network - its layers)
+    # whole networks measured at (their layers + OVERHEAD): the fitted line is 1 x layers + OVERHEAD
+    assert saved["scale"] == pytest.approx(1.0) and saved["overhead_ms"] == pytest.approx(OVERHEAD)
     # every layer of every narrow network is in it: the covering found each convolution's (in, out) widths
     net = tiny_net()
     for encoding in ([0] * 6, [30] * 6, [7, 30, 0, 19, 4, 12]):
@@ -72,7 +73,8 @@ def test_table_is_built_once_and_cached_under_its_key(built, monkeypatch):
     monkeypatch.setattr(LatencyTable, "_time_layer", no_timing)
     monkeypatch.setattr(LatencyTable, "_time_network", no_timing)
     again = LatencyTable(tiny_net(), SHAPE, cache, **QUICK).load_or_build()
-    assert not again.built and again.entries == table.entries and again.overhead == table.overhead
+    assert not again.built and again.entries == table.entries
+    assert (again.scale, again.overhead) == (table.scale, table.overhead)
     for other in (dict(threads=torch.get_num_threads() + 1), dict(batch_size=4)):
         changed = LatencyTable(tiny_net(), SHAPE, cache, **QUICK, **other)
         assert changed.path != table.path and not changed.load()
@@ -89,6 +91,9 @@ def test_prediction_is_the_sum_of_the_layers_plus_the_overhead(built):
     assert layers[0][0].startswith("Conv2d(1, 1, kernel_size=(3, 3), stride=(2, 2)") and layers[0][2] == SHAPE
     assert table.entries[layers[0][0]] == pytest.approx(0.01 + 9e-4)
     expected = sum(fake_layer_ms(table, m, shape) for _, m, shape in layers) + OVERHEAD
+    table.scale, table.overhead = 2.0, 0.5   # the fitted line applies to the layers' sum
+    assert table.predict(narrow) == pytest.approx(2 * (expected - OVERHEAD) + 0.5)
+    table.scale, table.overhead = 1.0, OVERHEAD
     assert table.predict(narrow) == pytest.approx(expected)
     assert table.predict_encoding([3, 30, 10, 0, 30, 5]) == pytest.approx(expected)
 
@@ -114,6 +119,12 @@ def test_a_layer_is_timed_alone_in_inference_mode(tmp_path):
     assert 3.0 <= table._time_layer(Sleeper(), (4, 8, 8)) < 9.0
     conv = nn.Conv2d(4, 8, 3)
     assert 0 < table._time_layer(conv, (4, 8, 8)) < 50 and conv.weight.grad is None
+
+
+def test_fit_line():
+    assert fit_line([1, 2, 3], [5, 7, 9]) == pytest.approx((2.0, 3.0))
+    assert fit_line([2, 2, 2], [3, 4, 9]) == pytest.approx((1.0, 2.0))   # no spread in x: the median gap
+    assert fit_line([1, 2, 3], [9, 7, 5]) == pytest.approx((1.0, 5.0))   # falling: no latency model; gaps 8, 5, 2
 
 
 def test_latency_bounds_as_typed():

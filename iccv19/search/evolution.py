@@ -77,8 +77,9 @@ class Budget:
         if self.max_latency is not None and self.max_latency < lo_latency:
             raise ConfigError(f"search.max_latency={self.max_latency:.4g}ms: no encoding meets it; the narrowest "
                               f"network (every ratio 0.10) is predicted at {lo_latency:.4g} ms and the full one at "
-                              f"{hi_latency:.4g} ms on this device. Raise search.max_latency (e.g. "
-                              f"'{lo_latency * 1.5:.3g}ms', or a fraction of the full network such as 0.5).")
+                              f"{hi_latency:.4g} ms on this device (at this batch size). Raise search.max_latency "
+                              f"to {lo_latency:.3g}ms or more (a fraction >= {lo_latency / hi_latency:.2f} of the full "
+                              f"network), or measure at a larger search.latency.batch_size.")
         if self.min_latency is not None and self.min_latency > hi_latency:
             raise ConfigError(f"search.min_latency={self.min_latency:.4g}ms: above the full network's predicted "
                               f"{hi_latency:.4g} ms; lower it or set it to null.")

@@ -3,9 +3,11 @@ networks at every channel choice, on the target device, so a search can predict 
 
 A *layer* is a leaf module of the narrow network (a convolution, a BatchNorm, an activation, the pooling, the
 classifier) together with the shape of its input; its signature, e.g. ``Conv2d(16, 96, kernel_size=(1, 1), ...)
-@(16, 16, 16)``, is the table's key. A network's predicted latency is the sum of its layers' entries plus the
-family's fixed ``overhead`` (module calls, residual adds: what the layers alone do not run), the median difference
-between measured whole networks and their layer sums over a few reference encodings.
+@(16, 16, 16)``, is the table's key. A network's predicted latency is ``scale * (sum of its layers' entries) +
+overhead``: a line fitted (least squares) through a few whole reference networks measured on the device (the full,
+the narrowest, a uniform-width and random encodings). ``overhead`` holds what the layers alone do not run (module
+calls, residual adds); ``scale`` what a layer costs inside a network more than alone (at larger batches its input and
+weights no longer sit in the cache the repeated isolated timing keeps them in).
 
 The table is built once: the narrow networks of a covering set of encodings (every pair of choices at every pair of
 genes, an orthogonal array of 31 x 31 rows, so every convolution's (in, out) widths occur) are traced, and each
@@ -67,7 +69,7 @@ class LatencyTable:
 
     def __init__(self, net, input_shape: Sequence[int], cache_dir: str | Path, device: str = "cpu",
                  batch_size: int = 1, threads: int | None = None, warmup: int = 3, repeats: int = 20,
-                 references: int = 5):
+                 references: int = 8):
         self.net, self.input_shape = net, tuple(int(s) for s in input_shape)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self.threads = int(threads or torch.get_num_threads())
@@ -80,7 +82,7 @@ class LatencyTable:
         digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / "latency" / f"{net.arch}-{digest}.json"
         self.entries: dict[str, float] = {}
-        self.overhead = 0.0
+        self.scale, self.overhead = 1.0, 0.0
         self.ready = False   # built or loaded
         self.built = False   # measured by this object (False: read from the cache file)
 
@@ -118,32 +120,36 @@ class LatencyTable:
 
     def predict(self, narrow: nn.Module) -> float:
         """Predicted milliseconds of one forward pass of the narrow network ``narrow`` (on the table's device)."""
-        return self.layer_sum(narrow) + self.overhead
+        return self.scale * self.layer_sum(narrow) + self.overhead
 
     def predict_encoding(self, encoding: Sequence[int]) -> float:
         return self.predict(self.net.narrow(encoding))
 
     def reference_encodings(self) -> list[list[int]]:
+        """The full, the narrowest and the middle uniform width, then random encodings: ``references`` in all."""
         rng = random.Random(0)
-        return [self.net.full_encoding(), [0] * self.net.num_genes,
-                *(self.net.random_encoding(rng) for _ in range(max(0, self.references - 2)))]
+        genes = self.net.num_genes
+        fixed = [self.net.full_encoding(), [0] * genes, [NUM_CHOICES // 2] * genes]
+        return fixed[:self.references] + [self.net.random_encoding(rng) for _ in range(self.references - 3)]
 
     def build(self) -> None:
-        """Time every layer of the covering encodings' narrow networks, then the family's overhead; save."""
+        """Time every layer of the covering encodings' narrow networks, then the whole reference networks, and fit
+        ``scale`` and ``overhead``; save."""
         for encoding in covering_encodings(self.net.num_genes):
             self.layer_sum(self.net.narrow(encoding))
+        sums, measured = [], []
         with self._threads():
-            gaps = []
             for encoding in self.reference_encodings():
                 narrow = self.net.narrow(encoding)
-                gaps.append(self._time_network(narrow) - self.layer_sum(narrow))
-        self.overhead = statistics.median(gaps)
+                sums.append(self.layer_sum(narrow))
+                measured.append(self._time_network(narrow))
+        self.scale, self.overhead = fit_line(sums, measured)
         self.ready = self.built = True
         self.save()
 
     # -- the cache file --------------------------------------------------------------------------------------
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"key": self.key, "overhead_ms": self.overhead,
+        atomic_write_text(self.path, json.dumps({"key": self.key, "scale": self.scale, "overhead_ms": self.overhead,
                                                  "entries": self.entries}, indent=0, sort_keys=True))
 
     def load(self) -> bool:
@@ -154,9 +160,11 @@ class LatencyTable:
             content = json.loads(self.path.read_text())
         except (ValueError, UnicodeDecodeError):
             return False
-        if not isinstance(content, dict) or content.get("key") != json.loads(json.dumps(self.key)):
+        if (not isinstance(content, dict) or content.get("key") != json.loads(json.dumps(self.key))
+                or not {"entries", "scale", "overhead_ms"} <= content.keys()):
             return False
-        self.entries, self.overhead = dict(content["entries"]), float(content["overhead_ms"])
+        self.entries = dict(content["entries"])
+        self.scale, self.overhead = float(content["scale"]), float(content["overhead_ms"])
         self.ready = True
         return True
 
@@ -167,6 +175,17 @@ class LatencyTable:
 
     def describe(self) -> str:
         return (f"{self.net.arch} at {self.input_shape}, batch {self.batch_size}, {self.threads} threads on "
-                f"{self.key['device']} (torch {self.key['torch']}): {len(self.entries)} layers, overhead "
-                f"{self.overhead:.3f} ms; {self.path}")
+                f"{self.key['device']} (torch {self.key['torch']}): {len(self.entries)} layers, network = "
+                f"{self.scale:.3f} x layers + {self.overhead:.3f} ms; {self.path}")
 
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``(scale, offset)`` of ``y = scale * x + offset``; scale 1 and the median offset when the x
+    hardly differ or the slope comes out non-positive."""
+    mx, my = statistics.fmean(x), statistics.fmean(y)
+    var = sum((a - mx) ** 2 for a in x)
+    if var > 1e-12 * max(1.0, mx * mx):
+        scale = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / var
+        if scale > 0:
+            return scale, my - scale * mx
+    return 1.0, statistics.median(b - a for a, b in zip(x, y, strict=True))
