@@ -83,7 +83,8 @@ def summarize(batch: int, top: dict, rows: list[dict]) -> dict:
 def table(summaries: list[dict], infeasible: list[tuple]) -> str:
     lines = ["| batch | search.max_latency | networks | median abs. error | median error | max abs. error "
              "| full: predicted / measured ms | narrowest (measured, of full) | searched best: measured latency, "
-             "FLOPs (of full) | uniform: measured latency, FLOPs | held-out acc. searched / uniform |", "|---" * 11 + "|"]
+             "FLOPs (of full) | uniform: measured latency, FLOPs | held-out acc. searched / uniform |",
+             "|---" * 11 + "|"]
     for s in summaries:
         lines.append(f"| {s['batch']} | {s['budget']} ({s['budget_ms']:.3f} ms) | {s['n']} | "
                      f"{s['median_abs_error']:.1%} | {s['median_error']:+.1%} | "
