@@ -14,11 +14,11 @@ from torch import nn
 from iccv19.core import ConfigError
 from iccv19.networks.pruningnet import build_pruningnet
 from iccv19.search.evolution import Budget, resolve_budget
-from iccv19.search.latency import LatencyTable, covering_encodings, fit_line, trace_layers
+from iccv19.search.latency import LatencyTable, covering_encodings, fit_correction, fit_line, trace_layers
 
 TINY = dict(stem_width=8, stage_widths=(4, 8), stage_repeats=(1, 2), stage_strides=(1, 2), last_channels=8)
 SHAPE = (1, 32, 32)   # the digits' images, as the search below sees them
-QUICK = dict(warmup=1, repeats=2, references=4)
+QUICK = dict(warmup=1, repeats=2, references=4, rounds=1)
 OVERHEAD = 0.25
 
 
@@ -125,6 +125,17 @@ def test_fit_line():
     assert fit_line([1, 2, 3], [5, 7, 9]) == pytest.approx((2.0, 3.0))
     assert fit_line([2, 2, 2], [3, 4, 9]) == pytest.approx((1.0, 2.0))   # no spread in x: the median gap
     assert fit_line([1, 2, 3], [9, 7, 5]) == pytest.approx((1.0, 5.0))   # falling: no latency model; gaps 8, 5, 2
+
+
+def test_fit_correction_keeps_an_offset_unless_a_line_predicts_better():
+    # batch 1 on a CPU: layer sums hardly differ, the measured networks scatter; a slope would fit the noise
+    flat_x, flat_y = [0.80, 0.82, 0.85, 0.88, 0.92], [1.40, 1.10, 1.30, 1.20, 1.26]
+    assert fit_correction(flat_x, flat_y) == pytest.approx((1.0, 0.34))   # gaps .60 .28 .45 .32 .34: median .34
+    # layers that cost 3x more inside the network: the line (3x - 1, measured +-0.1)
+    wide_x, wide_y = [2.0, 3.0, 4.0, 5.0, 6.0], [5.1, 7.9, 11.0, 14.1, 16.9]
+    assert fit_correction(wide_x, wide_y) == pytest.approx(fit_line(wide_x, wide_y))
+    assert fit_line(wide_x, wide_y) == pytest.approx((2.98, -0.92))   # Sxy 29.8 / Sxx 10; 11 - 4 x 2.98
+    assert fit_correction(wide_x, [v + 0.5 for v in wide_x]) == pytest.approx((1.0, 0.5))   # a tie: the offset
 
 
 def test_latency_bounds_as_typed():

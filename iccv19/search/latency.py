@@ -4,10 +4,12 @@ networks at every channel choice, on the target device, so a search can predict 
 A *layer* is a leaf module of the narrow network (a convolution, a BatchNorm, an activation, the pooling, the
 classifier) together with the shape of its input; its signature, e.g. ``Conv2d(16, 96, kernel_size=(1, 1), ...)
 @(16, 16, 16)``, is the table's key. A network's predicted latency is ``scale * (sum of its layers' entries) +
-overhead``: a line fitted (least squares) through a few whole reference networks measured on the device (the full,
-the narrowest, a uniform-width and random encodings). ``overhead`` holds what the layers alone do not run (module
-calls, residual adds); ``scale`` what a layer costs inside a network more than alone (at larger batches its input and
-weights no longer sit in the cache the repeated isolated timing keeps them in).
+overhead``, fitted to a few whole reference networks measured on the device (the full, the narrowest, a uniform
+width and random encodings): ``overhead`` holds what the layers alone do not run (module calls, residual adds),
+``scale`` what a layer costs inside a network more than alone (at larger batches its input and weights no longer sit
+in the cache that repeated isolated timing keeps them in). ``fit_correction`` keeps scale 1 unless a line predicts the
+reference networks better (leave-one-out): with little spread in the layer sums (batch 1 on a CPU, where call
+overhead dominates) a slope would fit the measuring noise.
 
 The table is built once: the narrow networks of a covering set of encodings (every pair of choices at every pair of
 genes, an orthogonal array of 31 x 31 rows, so every convolution's (in, out) widths occur) are traced, and each
@@ -69,11 +71,11 @@ class LatencyTable:
 
     def __init__(self, net, input_shape: Sequence[int], cache_dir: str | Path, device: str = "cpu",
                  batch_size: int = 1, threads: int | None = None, warmup: int = 3, repeats: int = 20,
-                 references: int = 8):
+                 references: int = 8, rounds: int = 3):
         self.net, self.input_shape = net, tuple(int(s) for s in input_shape)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self.threads = int(threads or torch.get_num_threads())
-        self.warmup, self.repeats, self.references = warmup, repeats, references
+        self.warmup, self.repeats, self.references, self.rounds = warmup, repeats, references, rounds
         settings = speed_settings(self.device)
         self.key = {"arch": net.arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v
                                                       for k, v in sorted(net.arch_kwargs.items())},
@@ -137,13 +139,12 @@ class LatencyTable:
         ``scale`` and ``overhead``; save."""
         for encoding in covering_encodings(self.net.num_genes):
             self.layer_sum(self.net.narrow(encoding))
-        sums, measured = [], []
-        with self._threads():
-            for encoding in self.reference_encodings():
-                narrow = self.net.narrow(encoding)
-                sums.append(self.layer_sum(narrow))
-                measured.append(self._time_network(narrow))
-        self.scale, self.overhead = fit_line(sums, measured)
+        networks = [self.net.narrow(encoding) for encoding in self.reference_encodings()]
+        sums = [self.layer_sum(narrow) for narrow in networks]
+        with self._threads():   # interleaved rounds: a slow spell of the machine does not hit one network only
+            times = [[self._time_network(narrow) for narrow in networks] for _ in range(self.rounds)]
+        measured = [statistics.median(column) for column in zip(*times, strict=True)]
+        self.scale, self.overhead = fit_correction(sums, measured)
         self.ready = self.built = True
         self.save()
 
@@ -189,3 +190,23 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         if scale > 0:
             return scale, my - scale * mx
     return 1.0, statistics.median(b - a for a, b in zip(x, y, strict=True))
+
+
+def fit_correction(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """``(scale, overhead)`` mapping layer sums ``x`` to measured whole networks ``y``: an offset alone (scale 1, the
+    median gap) or a least-squares line, whichever has the smaller leave-one-out median relative error (the offset
+    on ties)."""
+    def offset(xs, ys):
+        return 1.0, statistics.median(b - a for a, b in zip(xs, ys, strict=True))
+
+    def loo_error(model) -> float:
+        errors = []
+        for i in range(len(x)):
+            scale, shift = model(x[:i] + x[i + 1:], y[:i] + y[i + 1:])
+            errors.append(abs(scale * x[i] + shift - y[i]) / y[i])
+        return statistics.median(errors)
+
+    x, y = list(x), list(y)
+    if len(x) < 3:
+        return offset(x, y)
+    return min((offset, fit_line), key=loo_error)(x, y)
