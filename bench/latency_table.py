@@ -1,14 +1,14 @@
 """How well MetaPruning's latency lookup table (iccv19/search/latency.py) predicts the measured latency of whole
-networks (issue 23 item 1). Trains the digits PruningNet once, then per batch size runs a search under
-``search.max_latency`` (a fraction of the full network's predicted latency; the table is built on first use, on
-this CPU with one thread) and times every network the search wrote to ``top_encodings.yaml`` (its top-k, the random
-encodings of its first generation and the uniform-width baseline) plus the full and the narrowest network, alone,
-with the same batch size and thread: the median over ``--rounds`` interleaved rounds of the median of ``--repeats``
-forward passes. Prints the prediction error (predicted / measured - 1) and the measured speed-up against the FLOP
-reduction. Every stage is a ``python run.py`` command (bench/common.py), cached under --out.
+networks (issue 23 item 1). Trains the digits PruningNet once, then per batch size builds the table (on this CPU,
+one thread, in the folder the search reads it from), runs a search under ``search.max_latency`` = midway between the
+narrowest and the full network's predicted latency, and times every network the search wrote to
+``top_encodings.yaml`` (its top-k, the random encodings of its first generation and the uniform-width baseline)
+plus the full and the narrowest network, alone, with the same batch size and thread: the median over ``--rounds``
+interleaved rounds of the median of ``--repeats`` forward passes. Prints the prediction error (predicted /
+measured - 1) and the measured speed-up against the FLOP reduction. Every stage is a ``python run.py`` command
+(bench/common.py), cached under --out.
 
-    python bench/latency_table.py [--budgets 1:0.95 32:0.5] [--seed 0] [--rounds 3] [--write]
-        [--train-extra k=v ...] [--search-extra k=v ...]
+    python bench/latency_table.py [--batch-sizes 1 32] [--seed 0] [--rounds 3] [--write] [--train-extra k=v ...]
 
 --write puts the table into the latency section of docs/results.md.
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import yaml
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,9 +31,16 @@ from iccv19.core import ConfigError  # noqa: E402
 from iccv19.deploy.speed import measure_latency, speed_settings  # noqa: E402
 from iccv19.networks.flops import count_flops  # noqa: E402
 from iccv19.networks.pruningnet import narrow_network  # noqa: E402
+from iccv19.search.latency import LatencyTable  # noqa: E402
 
 
-def search_once(ckpt: Path, batch: int, budget: float, seed: int, out: Path, extra: list[str]) -> dict:
+def load_pruningnet_of(train: dict):
+    """The PruningNet of the training run (its family is what the table is keyed by; the weights do not matter)."""
+    config = OmegaConf.load(Path(train["run_dir"]) / ".hydra" / "config.yaml")
+    return instantiate(config.model)
+
+
+def search_once(ckpt: Path, batch: int, budget: str, seed: int, out: Path, extra: list[str]) -> dict:
     args = ["experiment=metapruning_digits_search", f"search.pruningnet_ckpt={ckpt}", "search.max_flops=null",
             f"search.max_latency={budget}", f"search.latency.batch_size={batch}", f"seed={seed}", *extra]
     try:
@@ -86,7 +95,7 @@ def table(summaries: list[dict], infeasible: list[tuple]) -> str:
              "FLOPs (of full) | uniform: measured latency, FLOPs | held-out acc. searched / uniform |",
              "|---" * 11 + "|"]
     for s in summaries:
-        lines.append(f"| {s['batch']} | {s['budget']} ({s['budget_ms']:.3f} ms) | {s['n']} | "
+        lines.append(f"| {s['batch']} | {s['budget_ms']:.3f} ms (midway) | {s['n']} | "
                      f"{s['median_abs_error']:.1%} | {s['median_error']:+.1%} | "
                      f"{s['max_abs_error']:.1%} | {s['full_predicted']:.3f} / {s['full_measured']:.3f} | "
                      f"{s['narrowest_measured_fraction']:.0%} | {s['best_measured_fraction']:.0%}, "
@@ -101,9 +110,7 @@ def table(summaries: list[dict], infeasible: list[tuple]) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", nargs="+", default=["1:0.95", "32:0.5"],
-                        help="batch:fraction, a search per item with search.latency.batch_size=batch and "
-                             "search.max_latency=fraction (of the full network's predicted latency)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)
@@ -119,8 +126,11 @@ def main():
                        args.out / "train")
     ckpt = Path(train["run_dir"]) / "checkpoints" / "last.ckpt"
     summaries, infeasible = [], []
-    budgets = [(int(b), float(f)) for b, f in (item.split(":") for item in args.budgets)]
-    for batch, budget in budgets:
+    for batch in args.batch_sizes:
+        table_ = LatencyTable(load_pruningnet_of(train), (1, 32, 32), args.out / f"search_batch{batch}" / ".cache",
+                              batch_size=batch).load_or_build()
+        narrowest = table_.predict_encoding([0] * table_.net.num_genes)
+        budget = f"{(narrowest + table_.predict_encoding(table_.net.full_encoding())) / 2:.4f}ms"
         search = search_once(ckpt, batch, budget, args.seed, args.out, args.search_extra)
         if "error" in search:
             infeasible.append((batch, budget, search["error"]))
@@ -141,7 +151,7 @@ def main():
           f"total {time.time() - start:.0f} s)")
     if args.write:
         write_section("latency", "## Latency lookup table: predicted vs measured latency\n\n"
-                      f"`python bench/latency_table.py --budgets {' '.join(args.budgets)}` "
+                      f"`python bench/latency_table.py --batch-sizes {' '.join(map(str, args.batch_sizes))}` "
                       f"({settings['device_name']}, one thread, torch {settings['torch']})."
                       f"\n\n{text}\n")
 
