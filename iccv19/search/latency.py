@@ -13,9 +13,12 @@ overhead dominates) a slope would fit the measuring noise.
 
 The table is built once: the narrow networks of a covering set of encodings (every pair of choices at every pair of
 genes, an orthogonal array of 31 x 31 rows, so every convolution's (in, out) widths occur) are traced, and each
-distinct layer is timed alone in eval and inference mode (``iccv19.deploy.speed``). It is cached atomically as JSON
-under ``<cache_dir>/latency/`` keyed by the family (arch and its widths), input shape, device, threads, batch size
-and torch version; a layer a prediction meets that the table lacks is timed then and the file rewritten."""
+distinct layer is timed alone in eval and inference mode (``iccv19.deploy.speed``). Every time in the table is the
+fastest of its repeats: on a shared machine the median of a millisecond-long network absorbs other processes'
+time slices far more often than that of a 20-microsecond layer, and the two would not add up. It is cached
+atomically as JSON under ``<cache_dir>/latency/`` keyed by the family (arch and its widths), input shape, device,
+threads, batch size and torch version; a layer a prediction meets that the table lacks is timed then and the file
+rewritten."""
 import copy
 import hashlib
 import json
@@ -101,11 +104,11 @@ class LatencyTable:
     def _time_layer(self, module: nn.Module, shape: tuple) -> float:
         layer = copy.deepcopy(module).to(self.device)
         x = example_input(shape, self.batch_size, self.device)
-        return time_forward(layer, x, max(1, self.warmup), self.repeats)   # the first call allocates: never timed
+        return time_forward(layer, x, max(1, self.warmup), self.repeats, "min")   # the first call allocates
 
     def _time_network(self, narrow: nn.Module) -> float:
         return measure_latency(narrow.to(self.device), self.input_shape, self.batch_size, self.device,
-                               max(self.warmup, 5), max(self.repeats, 20))
+                               max(self.warmup, 5), max(self.repeats, 20), "min")
 
     def layer_sum(self, narrow: nn.Module) -> float:
         """The sum of the table's entries over ``narrow``'s layers; layers the table lacks are timed now (and the
@@ -141,9 +144,9 @@ class LatencyTable:
             self.layer_sum(self.net.narrow(encoding))
         networks = [self.net.narrow(encoding) for encoding in self.reference_encodings()]
         sums = [self.layer_sum(narrow) for narrow in networks]
-        with self._threads():   # interleaved rounds: a slow spell of the machine does not hit one network only
+        with self._threads():   # interleaved rounds: a busy spell of the machine does not hit one network only
             times = [[self._time_network(narrow) for narrow in networks] for _ in range(self.rounds)]
-        measured = [statistics.median(column) for column in zip(*times, strict=True)]
+        measured = [min(column) for column in zip(*times, strict=True)]
         self.scale, self.overhead = fit_correction(sums, measured)
         self.ready = self.built = True
         self.save()
