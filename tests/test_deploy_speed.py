@@ -7,7 +7,7 @@ import torch
 from helpers import FAST, run_config
 from torch import nn
 
-from iccv19.deploy.speed import measure_latency, measure_throughput
+from iccv19.deploy.speed import measure_latency, measure_throughput, time_call
 
 
 class Sleeper(nn.Module):
@@ -62,3 +62,10 @@ def test_speed_null_leaves_the_speed_out(tmp_path):
     run_config([*TINY, "callbacks.speed=null"], tmp_path)
     written = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert "model/flops" in written and not any(k.startswith("speed/") for k in written)
+
+
+def test_min_statistic_is_the_fastest_call():
+    sleeps = iter([8, 8, 8, 2, 2] * 2)   # ms; three slow calls of five: the median is slow, the fastest is not
+    call = lambda: time.sleep(next(sleeps) / 1000)   # noqa: E731
+    assert time_call(call, warmup=0, repeats=5) >= 8.0
+    assert 2.0 <= time_call(call, warmup=0, repeats=5, statistic="min") < 6.0
