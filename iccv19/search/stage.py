@@ -49,23 +49,27 @@ def load_pruningnet(cfg: DictConfig):
     return net
 
 
-def latency_table_for(net, input_shape, s: DictConfig, cache_dir, device) -> LatencyTable | None:
-    """The latency lookup table of ``net``'s family when the budget has a latency bound (built once, cached)."""
+def latency_table_for(net, input_shape, s: DictConfig, cache_dir, fabric) -> LatencyTable | None:
+    """The latency lookup table of ``net``'s family when the budget has a latency bound (built once, cached; under
+    DDP rank 0 builds it while the others wait, then they read it)."""
     if s.get("max_latency") is None and s.get("min_latency") is None:
         return None
     settings = s.get("latency") or {}
-    target = settings.get("device") or device.type
+    target = settings.get("device") or fabric.device.type
     if str(target).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"search.latency.device={target}: no GPU is visible here; the table is measured on the "
                           f"target device. Use search.latency.device=cpu, or build it where that GPU is.")
     table = LatencyTable(net, input_shape, cache_dir, target, batch_size=settings.get("batch_size", 1),
                          threads=settings.get("threads"), warmup=settings.get("warmup", 3),
                          repeats=settings.get("repeats", 20))
-    cached = table.load()
+    cached = table.load() if fabric.global_rank == 0 else True
     if not cached:
         rank_zero_info(f"[latency] building the lookup table {table.path} (every layer at every channel choice, "
                        f"once per device, threads, batch and torch version)")
         table.build()
+    fabric.barrier()
+    if fabric.global_rank != 0 and not table.load():
+        raise RuntimeError(f"rank {fabric.global_rank}: the latency table {table.path} rank 0 wrote is unreadable")
     rank_zero_info(f"[latency] {'read' if cached else 'built'} {table.describe()}")
     return table
 
@@ -160,7 +164,7 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
                           "never on the test set. Set data.holdout=N (digits: 180; ImageNet: 50000, as the paper).")
     net = load_pruningnet(cfg)
     input_shape = tuple(datamodule.input_shape)
-    table = latency_table_for(net, input_shape, s, cfg.paths.cache_dir, fabric.device)
+    table = latency_table_for(net, input_shape, s, cfg.paths.cache_dir, fabric)
     budget, full_flops, full_params = budget_for(net, input_shape, s, table)
     official_bn = s.get("bn_recalibration") == "official"
     evaluator = CandidateEvaluator(net, calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader(),
