@@ -16,7 +16,7 @@ from omegaconf.errors import MissingMandatoryValue
 from iccv19.core import ConfigError, atomic_write_text, find_config_error, load_checkpoint
 from iccv19.deploy.export import export
 from iccv19.search.stage import run_search
-from iccv19.training.build import check_trainer_config, instantiate_all
+from iccv19.training.build import check_data_defaults, check_trainer_config, instantiate_all
 from iccv19.training.loggers import finish_wandb
 
 
@@ -65,6 +65,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Seed, print the config, run ``cfg.stage``; returns the final metrics."""
     if cfg.stage not in STAGES:
         raise SystemExit(f"error: stage={cfg.stage} is not one of {sorted(STAGES)}")
+    check_data_defaults(cfg)
     check_trainer_config(cfg.trainer)
     rank_zero_info(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
 from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
 from iccv19.networks.teacher import FrozenTeacher  # noqa: E402
-from lightning_modules.cckd import CCKDModule  # noqa: E402
+from lightning_modules.kd import KDModule  # noqa: E402
 
 PAIRS = {  # name: (student factory, teacher factory, input shape)
     "lenet": (lambda: lenet5_half(10, 1), lambda: LeNet5(10, 1), (1, 32, 32)),
@@ -40,11 +40,11 @@ def criterion(loss: str):
         return instantiate(compose("config", overrides=[f"loss={loss}"]).loss)
 
 
-def make_module(pair: str, loss: str, device) -> CCKDModule:
+def make_module(pair: str, loss: str, device) -> KDModule:
     student, teacher, _ = PAIRS[pair]
     torch.manual_seed(0)
     optimizer = lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)  # noqa: E731
-    module = CCKDModule(student(), FrozenTeacher(teacher()), optimizer=optimizer, loss=criterion(loss),
+    module = KDModule(student(), FrozenTeacher(teacher()), optimizer=optimizer, loss=criterion(loss),
                         heatmap_every_n_epochs=0)
     return module.to(device)
 
@@ -54,7 +54,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def step_time(module: CCKDModule, x, y, steps: int) -> float:
+def step_time(module: KDModule, x, y, steps: int) -> float:
     """Median seconds of one plain training step (forward, all loss terms, backward, optimizer step)."""
     optimizer = module.configure_optimizers()
     module.train()

@@ -43,9 +43,9 @@ from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
 from iccv19.networks.generator import DAFLGenerator  # noqa: E402
 from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
 from iccv19.networks.pruningnet import build_pruningnet  # noqa: E402
-from lightning_modules.cckd import CCKDModule  # noqa: E402
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.dafl import GeneratorThenStudentModule  # noqa: E402
+from lightning_modules.kd import KDModule  # noqa: E402
 from lightning_modules.pruningnet import PruningNetModule  # noqa: E402
 
 WARMUP, BATCH = 5, 64
@@ -83,7 +83,7 @@ def build(method: str, size: str):
     if method in ("supervised", "bare"):
         module = (ClassifierModule if method == "supervised" else BareModule)(student(classes, shape[0]), optimizer=SGD)
     elif method in ("kd", "cckd"):
-        module = CCKDModule(student(classes, shape[0]), teacher(classes, shape[0]), optimizer=SGD,
+        module = KDModule(student(classes, shape[0]), teacher(classes, shape[0]), optimizer=SGD,
                             loss=criterion(method), heatmap_every_n_epochs=0)
     elif method == "dafl":
         generator = DAFLGenerator(latent_dim=100, image_size=shape[1], channels=shape[0], width=width)

@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cckd import criterion  # noqa: E402
 
-from datamodules.vision import MNISTDataModule  # noqa: E402
 from iccv19.core import load_checkpoint  # noqa: E402
 from iccv19.losses.correlation import correlation_congruence_loss  # noqa: E402
 from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
@@ -40,7 +42,7 @@ def main():
     parser.add_argument("--student", help="a method=cckd run's checkpoint (network and embeddings)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    dm = MNISTDataModule(root=args.data_root)
+    dm = instantiate(OmegaConf.load(ROOT / "conf" / "data" / "mnist.yaml"), root=args.data_root)
     x, y = next(iter(torch.utils.data.DataLoader(dm.build(train=False, augment=False), batch_size=64)))
     teacher = build_teacher(LeNet5(), args.teacher)
     student, loss = lenet5_half(), criterion("cckd")(student_dim=60, teacher_dim=120)

@@ -7,6 +7,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
+from datamodules.samplers import bind_teacher_features
 from iccv19.core import ConfigError
 
 
@@ -97,6 +98,11 @@ class ClassificationDataModule(L.LightningDataModule):
         if isinstance(self.train_set, Subset):
             return self.labels_of(self.train_set.dataset)[self.train_set.indices]
         return self.labels_of(self.train_set)
+
+    def use_teacher(self, teacher, device) -> bool:
+        """Called by the distillation methods before the training loader is built: a sampler that needs the
+        teacher (SUR: its features of the training set) gets it. Returns whether it used it."""
+        return bind_teacher_features(self, teacher, device)
 
     def _loader(self, dataset, batch_size, shuffle=False, **kwargs):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,

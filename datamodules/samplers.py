@@ -19,16 +19,19 @@ a rank that ran out). ``batch_size`` is the per-process batch size, as in a plai
   ``k`` are skipped that epoch (a different remainder each epoch).
 * ``SuperclassUniformBatchSampler`` (SUR): CUR on superclasses, found by k-means (scikit-learn) on the
   teacher's penultimate features of the training samples, one feature row per training sample. The features
-  come from the teacher, not from the datamodule: ``CCKDModule.setup`` computes them (one inference pass of
-  the teacher over the training set, no augmentation, every rank the same) and binds them to the datamodule's
-  ``batch_sampler`` partial before the training loader is built. k-means is seeded with ``seed``, so every
+  come from the teacher, not from the datamodule: ``bind_teacher_features`` (called by every distillation
+  method's ``setup``) computes them (one inference pass of the teacher over the training set, no augmentation,
+  every rank the same) and binds them to the datamodule's ``batch_sampler`` partial before the training loader is
+  built. k-means is seeded with ``seed``, so every
   rank finds the same superclasses.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from iccv19.core import ConfigError
 
@@ -140,7 +143,7 @@ class SuperclassUniformBatchSampler(ClassUniformBatchSampler):
         if features is None:
             raise ConfigError(
                 "data.batch_sampler: the SUR sampler needs the teacher's features of the training set to "
-                "find superclasses; method=cckd (CCKDModule) fills them in. With another method use "
+                "find superclasses; a distillation method (method=cckd, kd, ...) fills them in. Otherwise use "
                 "sampler=cur or sampler=random.")
         features = np.asarray(torch.as_tensor(features).detach().float().cpu())
         if len(features) != len(np.asarray(labels)):
@@ -155,3 +158,23 @@ class SuperclassUniformBatchSampler(ClassUniformBatchSampler):
 
     def group_labels(self) -> np.ndarray:
         return self.superclasses
+
+
+@torch.no_grad()
+def bind_teacher_features(datamodule, teacher: torch.nn.Module, device: torch.device) -> bool:
+    """When ``datamodule.batch_sampler`` is a partial of a sampler that needs the teacher's features (SUR) and has
+    none yet, computes the teacher's penultimate features of every training sample (dataset order, no
+    augmentation, one pass on ``device``) and binds them to it. Returns whether it did."""
+    sampler = getattr(datamodule, "batch_sampler", None)
+    if not isinstance(sampler, partial) or "features" in sampler.keywords or \
+            not getattr(sampler.func, "needs_teacher_features", False):
+        return False
+    datamodule.setup("fit")
+    dataset = datamodule.build(train=True, augment=False)
+    if isinstance(datamodule.train_set, Subset):
+        dataset = Subset(dataset, datamodule.train_set.indices)
+    teacher.to(device)
+    feats = [teacher(x.to(device), return_features=True)[1].cpu() for x, *_ in
+             DataLoader(dataset, batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)]
+    datamodule.batch_sampler = partial(sampler, features=torch.cat(feats))
+    return True

@@ -1,9 +1,11 @@
-"""MNIST, CIFAR-10/100 and ImageNet through torchvision's own dataset readers (never downloaded unless
-``data.download=true``)."""
+"""torchvision data sets read from ``data.root`` (never downloaded unless ``data.download=true``): any of them through
+``TorchvisionDataModule`` and a config (conf/data/mnist.yaml, cifar10.yaml, ...), ImageNet's class folders through
+``ImageNetDataModule``."""
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import get_class
 from PIL import Image
 from torchvision import datasets
 from torchvision import transforms as T
@@ -12,37 +14,16 @@ from datamodules.base import ClassificationDataModule
 from iccv19.core import ConfigError
 
 
-def _require(root, what: str, layout: str, download_hint: bool = True):
-    if root is None or not Path(root).exists():
+def _require(root, folder: str, what: str, layout: str, download_hint: bool = True):
+    """A ConfigError naming data.root as typed when ``<root>/<folder>`` is missing."""
+    if root is None or not (Path(root) / folder).exists():
         fix = " or set data.download=true to fetch it" if download_hint else ""
-        raise ConfigError(f"data.root={root}: {what} not found. Expected layout: {layout}. "
+        missing = f" (no {Path(root) / folder})" if root is not None else ""
+        raise ConfigError(f"data.root={root}: {what} not found{missing}. Expected layout: {layout}. "
                           f"Point data.root at the folder that holds it{fix}.")
 
 
-class MNISTDataModule(ClassificationDataModule):
-    """MNIST resized to 32x32 (DAFL's LeNet-5 input), normalized with (0.1307, 0.3081). ``random_shift``: training
-    images shifted by up to that many pixels each way (zero padding, then a random 32x32 crop); 0 (default, the
-    official recipes): no augmentation."""
-
-    num_classes, in_channels, image_size = 10, 1, 32
-
-    def __init__(self, random_shift: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(random_shift, int) or random_shift < 0:
-            raise ConfigError(f"data.random_shift={random_shift}: the largest shift in pixels, an integer >= 0 "
-                              f"(0: no augmentation).")
-        self.random_shift = random_shift
-
-    def build(self, train, augment):
-        if not self.download:
-            _require(self.root and Path(self.root) / "MNIST" / "raw", "MNIST",
-                     "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
-        shift = [T.RandomCrop(32, padding=self.random_shift)] if augment and self.random_shift else []
-        tf = T.Compose([T.Resize(32), *shift, T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])
-        return datasets.MNIST(self.root, train=train, transform=tf, download=self.download)
-
-
-class _CIFAR10(datasets.CIFAR10):
+class RelaxedCIFAR10(datasets.CIFAR10):
     """torchvision's reader with the per-file md5 check relaxed to an existence check (the archive's md5 is
     still checked on download), so locally converted or test-written batches load."""
 
@@ -51,41 +32,79 @@ class _CIFAR10(datasets.CIFAR10):
     meta = {**datasets.CIFAR10.meta, "md5": None}
 
 
-class _CIFAR100(datasets.CIFAR100):
+class RelaxedCIFAR100(datasets.CIFAR100):
     train_list = [[name, None] for name, _ in datasets.CIFAR100.train_list]
     test_list = [[name, None] for name, _ in datasets.CIFAR100.test_list]
     meta = {**datasets.CIFAR100.meta, "md5": None}
 
 
-class CIFAR10DataModule(ClassificationDataModule):
-    """Random crop 32 (padding 4) + horizontal flip for training; per-channel normalization with ``mean``/``std``
-    (default: this data set's own statistics; the DAFL recipes set the official code's constants)."""
+class TorchvisionDataModule(ClassificationDataModule):
+    """Any torchvision classification data set, described by its config (``conf/data/mnist.yaml`` is one):
 
-    num_classes, in_channels, image_size = 10, 3, 32
-    dataset_cls, folder = _CIFAR10, "cifar-10-batches-py"
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    dataset: the dataset class (``torchvision.datasets.FashionMNIST``, a dotted name) or a ``_partial_`` of it with
+        extra constructor arguments; called as ``dataset(root, transform=, download=, **splits[split])``.
+    splits: the constructor arguments that select the training and test split: ``{train: {train: true}, test:
+        {train: false}}`` (MNIST, CIFAR) or ``{train: {split: train}, test: {split: test}}`` (SVHN).
+    labels: the dataset's attribute that holds the labels (``targets``; SVHN: ``labels``).
+    layout: the files under ``data.root``, named in the error when they are missing (the leading folders are
+        checked before torchvision reads, unless ``download``).
+    mean, std: per-channel normalization. resize: ``T.Resize(resize)`` first (null: none; MNIST 28 -> 32).
+    random_shift, flip: training augmentation: a random ``image_size`` crop of the image padded by ``random_shift``
+        pixels (zeros) and a random horizontal flip (CIFAR: 4, true; 0, false: none).
+    """
 
-    def __init__(self, mean=None, std=None, **kwargs):
+    def __init__(self, dataset, splits, labels: str, layout: str, num_classes: int, in_channels: int,
+                 image_size: int, mean, std, resize: int | None = None, random_shift: int = 0, flip: bool = False,
+                 **kwargs):
+        self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         super().__init__(**kwargs)
+        if isinstance(dataset, str):
+            try:
+                dataset = get_class(dataset)
+            except Exception as e:
+                raise ConfigError(f"data.dataset={dataset}: no such class ({e}). Give a dataset class by its dotted "
+                                  f"name, e.g. torchvision.datasets.FashionMNIST.") from e
+        self.dataset, self.splits, self.labels, self.layout = dataset, splits, labels, layout
+        self.resize, self.flip = resize, flip
+        if set(splits) != {"train", "test"}:
+            raise ConfigError(f"data.splits={dict(splits)}: give the dataset's arguments for the two splits, "
+                              f"e.g. {{train: {{train: true}}, test: {{train: false}}}}.")
         for name, value in (("mean", mean), ("std", std)):
-            if value is not None:
-                if len(value) != 3 or (name == "std" and min(value) <= 0):
-                    raise ConfigError(f"data.{name}={list(value)}: give one value per channel (3), std > 0.")
-                setattr(self, name, tuple(float(v) for v in value))
+            if value is None or len(value) != in_channels or (name == "std" and min(value) <= 0):
+                raise ConfigError(f"data.{name}={value and list(value)}: give one value per channel ({in_channels}), "
+                                  f"std > 0.")
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if not isinstance(random_shift, int) or random_shift < 0:
+            raise ConfigError(f"data.random_shift={random_shift}: the largest shift in pixels, an integer >= 0 "
+                              f"(0: no augmentation).")
+        self.random_shift = random_shift
+
+    @property
+    def dataset_name(self) -> str:
+        """The torchvision class's name (``CIFAR10`` for ``RelaxedCIFAR10``), as errors name the data set."""
+        cls = getattr(self.dataset, "func", self.dataset)
+        return next((c.__name__ for c in cls.__mro__ if c.__module__.startswith("torchvision.")), cls.__name__)
 
     def build(self, train, augment):
         if not self.download:
-            _require(self.root and Path(self.root) / self.folder, self.dataset_cls.__bases__[0].__name__,
-                     f"<root>/{self.folder}/ with the python-pickle batches")
-        tf = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+            folders = Path(self.layout).parts
+            folders = folders[:next((i for i, p in enumerate(folders) if set(p) & set("{*<[")), len(folders))]
+            _require(self.root, Path(*folders), self.dataset_name, f"<root>/{self.layout}")
+        tf = [T.Resize(self.resize)] if self.resize else []
+        if augment:
+            tf += [T.RandomCrop(self.image_size, padding=self.random_shift)] if self.random_shift else []
+            tf += [T.RandomHorizontalFlip()] if self.flip else []
         tf = T.Compose(tf + [T.ToTensor(), T.Normalize(self.mean, self.std)])
-        return self.dataset_cls(self.root, train=train, transform=tf, download=self.download)
+        split = dict(self.splits["train" if train else "test"])
+        return self.dataset(self.root, transform=tf, download=self.download, **split)
 
-
-class CIFAR100DataModule(CIFAR10DataModule):
-    num_classes = 100
-    dataset_cls, folder = _CIFAR100, "cifar-100-python"
-    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    def labels_of(self, dataset) -> np.ndarray:
+        if not hasattr(dataset, self.labels):
+            found = [a for a in ("targets", "labels", "_labels") if hasattr(dataset, a)]
+            raise ConfigError(f"data.labels={self.labels}: {type(dataset).__name__} has no such attribute"
+                              f"{f'; its labels may be in {found}' if found else ''}. Set data.labels to the "
+                              f"attribute that holds them.")
+        return np.asarray(getattr(dataset, self.labels))
 
 
 class Lighting:
@@ -135,7 +154,7 @@ class ImageNetDataModule(ClassificationDataModule):
 
     def build(self, train, augment):
         split = "train" if train else "val"
-        _require(self.root and Path(self.root) / split, "ImageNet",
+        _require(self.root, split, "ImageNet",
                  "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG", download_hint=False)
         size = self.image_size
         if augment:

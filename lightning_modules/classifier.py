@@ -32,7 +32,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.scheduler_interval = label_smoothing, scheduler_interval
         self.metrics = nn.ModuleDict()  # built lazily: the number of classes is read off the logits
-        self._train_state = {"sums": None, "samples": 0, "names": ()}   # log_train's sums over the epoch
+        self._train_state = {"sums": None, "samples": 0, "names": (), "step": 0}   # log_train's sums, batch index
         self.train_epoch_means = {}
         self.progress_bar_values = {}   # log_train's latest step values shown in the progress bar
 
@@ -66,9 +66,10 @@ class ClassifierModule(L.LightningModule):
         ``trainer.log_every_n_steps``) and as ``train/<name>_epoch`` (the mean over the epoch's samples, averaged over
         DDP ranks) at the end of the epoch: the names Lightning's ``on_step=True, on_epoch=True`` gives. With
         ``logits`` and labels ``y``, the epoch's training top-1/top-5 accuracy is logged as ``train/acc`` and
-        ``train/acc_top5``. The step values go straight to the loggers, as Lightning writes its on_step values (same
-        step and epoch columns), and ``prog_bar``'s to the progress bar (iccv19.training.callbacks.ProgressBar reads
-        ``progress_bar_values``): a ``self.log`` costs 0.5-1 ms on a CPU, a tenth of a LeNet step per value."""
+        ``train/acc_top5``. The step values go straight to the loggers (``logger.log_metrics``), at the steps and
+        with the step and epoch columns Lightning gives its on_step values, and ``prog_bar``'s to the progress bar
+        (iccv19.training.callbacks.ProgressBar reads ``progress_bar_values``): a ``self.log`` per value and step costs
+        a sizeable share of a small network's step on a CPU (docs/results.md, per-step overhead)."""
         means = torch.stack([v.detach() for v in values.values()]).float()   # bf16 sums would drift
         sums = means * batch_size
         if logits is not None:   # hits per rank of the top-5 (the indices are distinct): top-1 and top-5 counts
@@ -78,12 +79,19 @@ class ClassifierModule(L.LightningModule):
         state["sums"] = sums if state["sums"] is None else state["sums"] + sums
         state["samples"] += batch_size
         state["names"] = (*values, "acc", "acc_top5") if logits is not None else tuple(values)
-        connector = self.trainer._logger_connector
-        if connector.should_update_logs:   # what Lightning's own LR monitor asks too
+        step, state["step"] = state["step"], state["step"] + 1   # this batch's index over the run
+        every = self.trainer.log_every_n_steps
+        if every and (step + 1) % every == 0:   # the steps Lightning's own on_step values are logged at
             step_values = {f"train/{name}_step": value for name, value in zip(values, means.tolist(), strict=True)}
-            connector.log_metrics(step_values)   # step: the batches that stepped, as for Lightning's on_step values
+            for logger in self.loggers:   # as Lightning writes on_step values: step and epoch columns
+                logger.log_metrics({**step_values, "epoch": self.current_epoch}, step=step)
+                logger.save()
             shown = {f"train/{name}_step" for name in prog_bar}
             self.progress_bar_values = {key: value for key, value in step_values.items() if key in shown}
+
+    def on_train_epoch_start(self):
+        """``log_train``'s step counter restarts where the epoch starts (on a resume too)."""
+        self._train_state["step"] = self.current_epoch * self.trainer.num_training_batches
 
     def on_train_epoch_end(self):
         """Logs the epoch means of ``log_train``'s values; they stay readable in ``self.train_epoch_means``."""

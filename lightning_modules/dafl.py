@@ -148,6 +148,7 @@ class GeneratorThenStudentModule(DistillationModule):
             f"(loss.oh, loss.a, loss.ie), then rerun or resume with ckpt_path=<that checkpoint>.")
 
     def on_train_epoch_start(self):
+        super().on_train_epoch_start()
         # Epoch-wise schedules step here, up to the epoch about to run: the checkpoint of an epoch is written
         # before on_train_epoch_end, so a resumed run catches up the same way.
         scheduler = self.lr_schedulers()

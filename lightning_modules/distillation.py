@@ -5,6 +5,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from iccv19.core import ConfigError
@@ -48,6 +49,13 @@ class DistillationModule(ClassifierModule):
         if self.log_teacher_accuracy:
             x, y = batch
             self.log_accuracy(stage, self.teacher(x), y, prefix="teacher_")
+
+    def setup(self, stage: str):
+        """Samplers that need the teacher (SUR: its features of the training set) get it before the training
+        loader is built."""
+        use_teacher = getattr(self.trainer.datamodule, "use_teacher", None)
+        if stage == "fit" and use_teacher is not None and use_teacher(self.teacher, self.trainer.strategy.root_device):
+            rank_zero_info("[distillation] the batch sampler got the teacher's features of the training set")
 
     def on_fit_start(self):
         super().on_fit_start()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
@@ -21,7 +22,10 @@ def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missin
     ``datamodule`` with ClassifierModule and write it there (atomically) first.
     """
     if checkpoint and train_if_missing and not Path(checkpoint).is_file():
-        _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{checkpoint}.lock"):   # runs started together (jobs, DDP ranks, test workers) train it once
+            if not Path(checkpoint).is_file():
+                _train_and_cache(net, Path(checkpoint), datamodule, **train_if_missing)
     if checkpoint:
         load_weights(net, checkpoint, key="teacher.checkpoint")
     elif not getattr(net, "pretrained", False):

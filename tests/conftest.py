@@ -10,9 +10,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py, te
 
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_environment(tmp_path_factory):
-    """One teacher cache per test session (the digits teacher is trained once, on first use, and shared with
-    subprocesses), no wandb key (so the offline fallback is what runs), no stray GPU."""
-    os.environ["COMPRESSION_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    """One teacher cache per test session, shared by the pytest-xdist workers and the subprocesses (the digits
+    teacher is trained once, on first use, under a file lock), no wandb key (so the offline fallback is what runs),
+    no stray GPU."""
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # workers' folders are popen-gw<N> inside the session's folder
+        session = session.parent
+    os.environ["COMPRESSION_CACHE"] = str(session / "cache")
     os.environ.pop("WANDB_API_KEY", None)
     os.environ["WANDB_SILENT"] = "true"
     os.environ["NETRC"] = str(tmp_path_factory.mktemp("home") / ".netrc")

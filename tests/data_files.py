@@ -7,14 +7,23 @@ import numpy as np
 from PIL import Image
 
 
-def write_mnist(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
-    """``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (big-endian IDX, as LeCun ships them)."""
+def write_mnist(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0, name: str = "MNIST",
+                learnable: bool = False) -> Path:
+    """``root/<name>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (big-endian IDX, as LeCun ships them; the
+    format of every torchvision MNIST-like set, named after its class: MNIST, FashionMNIST, KMNIST). Labels cycle
+    0..9. Images: noise, or with ``learnable`` black ones with a white 8x5 block whose place is the label's (rows
+    4-11 for 0-4, 16-23 for 5-9; columns 1 + 5 * (label % 5) on): a network learns it in a few steps."""
     rng = np.random.default_rng(seed)
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
+        if learnable:
+            images[:] = 0
+            for image, label in zip(images, labels, strict=True):
+                row, col = 4 + 12 * (label // 5), 1 + 5 * (label % 5)
+                image[row:row + 8, col:col + 5] = 255
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
     return Path(root)

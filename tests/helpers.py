@@ -11,10 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-# Tiny, fast settings for end-to-end tests: no progress bar, few epochs, a quick speed benchmark (++: also with
-# callbacks=none, where it is a node without _target_, ignored). Tests add their own overrides.
-FAST = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.log_every_n_steps=1",
-        "++callbacks.speed.warmup=1", "++callbacks.speed.repeats=5", "++callbacks.speed.throughput_batch=8"]
+# End-to-end tests run quietly (conf/debug/quiet.yaml: no progress bar or summary, every step logged) and add their
+# own sizes; debug=tiny (conf/debug/tiny.yaml) is one epoch of two batches.
+FAST = ["debug=quiet"]
+TINY = ["debug=tiny"]
 
 
 def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:

@@ -37,6 +37,7 @@ def test_sur_sampler_gets_teacher_features(tmp_path):
     assert "test/acc" in metrics
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     proc = run_cli(["method=cckd", "trainer=ddp_cpu", *TINY, "logger=csv"], tmp_path, timeout=900)
     out = proc.stdout + proc.stderr
@@ -44,6 +45,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert "test/acc" in out
 
 
+@pytest.mark.slow
 def test_sweep_each_job_is_its_own_run(tmp_path):
     jobs = run_cli(["method=cckd", "loss.beta=0.5,2.0", *TINY], tmp_path, multirun=True, timeout=900).run_dirs
     assert len({job.parent for job in jobs}) == 1 and jobs[0].parent.parent.name == "multiruns"
@@ -55,6 +57,7 @@ def test_sweep_each_job_is_its_own_run(tmp_path):
     assert betas == [0.5, 2.0]
 
 
+@pytest.mark.slow
 def test_missing_dataset_fails_clearly(tmp_path):
     args = ["method=cckd", "data=imagenet", "data.root=/missing", *TINY]
     proc = run_cli(args, tmp_path, check=False, timeout=300)

@@ -1,4 +1,4 @@
-"""CCKDModule with the criteria of conf/loss/: which parameters train, the teacher embedding decision, loss
+"""KDModule with the criteria of conf/loss/: which parameters train, the teacher embedding decision, loss
 options, saved settings."""
 import inspect
 
@@ -17,7 +17,7 @@ from iccv19.losses.correlation import correlation_congruence_loss, correlation_m
 from iccv19.losses.kd import KDLoss
 from iccv19.networks.lenet import LeNet5, lenet5_half
 from iccv19.networks.teacher import FrozenTeacher
-from lightning_modules.cckd import CCKDModule
+from lightning_modules.kd import KDModule
 
 
 def make_loss(name: str = "cckd", **overrides):
@@ -32,7 +32,7 @@ def make_loss(name: str = "cckd", **overrides):
 def make_module(name: str = "cckd", **loss):
     loss = make_loss(name, **{**({"beta": 1.0} if name == "cckd" else {}), **loss})
     torch.manual_seed(0)
-    return CCKDModule(lenet5_half(), FrozenTeacher(LeNet5()), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    return KDModule(lenet5_half(), FrozenTeacher(LeNet5()), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                       loss=loss)
 
 
@@ -162,9 +162,9 @@ def test_bad_loss_options_name_the_key():
     with pytest.raises(ConfigError, match="loss.embed_dim"):
         make_module(embed_dim=None)
     with pytest.raises(ConfigError, match="teacher"):
-        CCKDModule(lenet5_half(), None, optimizer=torch.optim.SGD, loss=make_loss("kd"))
-    with pytest.raises(ConfigError, match="loss: method=cckd/kd needs a distillation criterion"):
-        CCKDModule(lenet5_half(), FrozenTeacher(LeNet5()), optimizer=torch.optim.SGD, loss=None)
+        KDModule(lenet5_half(), None, optimizer=torch.optim.SGD, loss=make_loss("kd"))
+    with pytest.raises(ConfigError, match="loss: method=kd/cckd needs a distillation criterion"):
+        KDModule(lenet5_half(), FrozenTeacher(LeNet5()), optimizer=torch.optim.SGD, loss=None)
 
 
 @pytest.mark.parametrize("name", ["cckd", "kd", "cckd_torchdistill", "cckd_repdistiller"])

@@ -6,12 +6,24 @@ from helpers import compose_config
 from hydra.utils import instantiate
 
 from datamodules.digits import DigitsDataModule
-from datamodules.vision import CIFAR10DataModule, CIFAR100DataModule, ImageNetDataModule, MNISTDataModule
-from iccv19.core import ConfigError
+from datamodules.vision import ImageNetDataModule
+from iccv19.core import ConfigError, find_config_error
 
 
 def first_batch(loader):
     return next(iter(loader))
+
+
+def data_module(name, tmp_path, **overrides):
+    """The datamodule ``data=<name>`` builds (no batch sampler, no loader processes), with ``data.<key>=<value>``
+    overrides."""
+    overrides = {"num_workers": 0, **overrides}
+    cfg = compose_config(["method=supervised", f"data={name}", *(f"data.{k}={v}" for k, v in overrides.items())],
+                         tmp_path)
+    try:
+        return instantiate(cfg.data)
+    except Exception as e:   # Hydra wraps what the constructor raised; run.py reports the ConfigError inside
+        raise (find_config_error(e) or e) from None
 
 
 def test_digits_split_is_stratified_deterministic_and_disjoint():
@@ -40,7 +52,7 @@ def test_digits_without_holdout_validates_on_test_set():
 
 def test_mnist_reads_idx_files_at_32x32(tmp_path):
     write_mnist(tmp_path, n_train=40, n_test=20)
-    dm = MNISTDataModule(root=str(tmp_path), batch_size=8, holdout=10)
+    dm = data_module("mnist", tmp_path, root=tmp_path, batch_size=8, holdout=10)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (30, 10, 20)
     x, y = first_batch(dm.train_dataloader())
@@ -50,21 +62,21 @@ def test_mnist_reads_idx_files_at_32x32(tmp_path):
 
 def test_mnist_random_shift_moves_training_images_only(tmp_path):
     write_mnist(tmp_path, n_train=40, n_test=20)
-    plain = MNISTDataModule(root=str(tmp_path)).build(train=True, augment=True)
-    shifted = MNISTDataModule(root=str(tmp_path), random_shift=1)
+    plain = data_module("mnist", tmp_path, root=tmp_path).build(train=True, augment=True)
+    shifted = data_module("mnist", tmp_path, root=tmp_path, random_shift=1)
     torch.manual_seed(0)
     views = torch.stack([shifted.build(train=True, augment=True)[0][0] for _ in range(12)])
     assert all(torch.equal(shifted.build(train=True, augment=False)[0][0], plain[0][0]) for _ in range(2))
     assert len({v.sum().item() for v in views}) > 1          # the crops differ: the ink moves in and out
     assert views.amin().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-4)   # the padding: black, normalized
     with pytest.raises(ConfigError, match="data.random_shift=-1"):
-        MNISTDataModule(root=str(tmp_path), random_shift=-1)
+        data_module("mnist", tmp_path, root=tmp_path, random_shift=-1)
 
 
-@pytest.mark.parametrize("module, classes", [(CIFAR10DataModule, 10), (CIFAR100DataModule, 100)])
-def test_cifar_reads_python_pickles(tmp_path, module, classes):
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_reads_python_pickles(tmp_path, name, classes):
     write_cifar(tmp_path, classes=classes, per_batch=20)
-    dm = module(root=str(tmp_path), batch_size=4)
+    dm = data_module(name, tmp_path, root=tmp_path, batch_size=4)
     dm.setup()
     n_train = 100 if classes == 10 else 20
     assert (len(dm.train_set), len(dm.test_set)) == (n_train, 20)
@@ -87,12 +99,12 @@ def test_imagenet_image_folder_train_and_eval_transforms(tmp_path):
         ImageNetDataModule(root=str(tmp_path), image_size=32).setup()
 
 
-@pytest.mark.parametrize("module, layout", [
-    (MNISTDataModule, "MNIST/raw"), (CIFAR10DataModule, "cifar-10-batches-py"),
-    (CIFAR100DataModule, "cifar-100-python"), (ImageNetDataModule, "train/<class>")])
-def test_missing_data_folder_names_data_root_and_layout(tmp_path, module, layout):
+@pytest.mark.parametrize("name, layout", [
+    ("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py"),
+    ("cifar100", "cifar-100-python"), ("imagenet", "train/<class>")])
+def test_missing_data_folder_names_data_root_and_layout(tmp_path, name, layout):
     with pytest.raises(ConfigError) as error:
-        module(root=str(tmp_path / "nonexistent")).setup()
+        data_module(name, tmp_path, root=tmp_path / "nonexistent").setup()
     message = str(error.value)
     assert "data.root=" in message and layout in message
 

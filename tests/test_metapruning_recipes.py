@@ -211,7 +211,7 @@ ENCODING = {"arch": "mobilenetv2", "size": "small", "encoding": [5] * 11}
 
 
 @pytest.mark.parametrize("recipe, module", [
-    ("metapruning_then_cckd", "lightning_modules.cckd.CCKDModule"),
+    ("metapruning_then_cckd", "lightning_modules.kd.KDModule"),
     ("metapruning_then_dafl", "lightning_modules.dafl.GeneratorThenStudentModule")])
 def test_composition_recipes_put_the_pruned_network_under_the_method(recipe, module, tmp_path):
     import yaml

@@ -64,6 +64,7 @@ def test_three_digits_stages_end_to_end(tmp_path):
         run_config([*search, f"search.pruningnet_ckpt={tmp_path}/none.ckpt"], tmp_path / "bad3")
 
 
+@pytest.mark.slow
 def test_killed_search_stage_resumes(tmp_path):
     train_dir = tmp_path / "train"
     run_config(["experiment=metapruning_digits", *TINY_TRAIN, "test=false", "model=pruningnet_mbv1_small"],
@@ -103,6 +104,7 @@ class RecordEncodings(Callback):
             f.write(json.dumps(pl_module.net.encoding) + "\n")
 
 
+@pytest.mark.slow
 def test_same_encoding_on_both_ranks_of_cpu_ddp(tmp_path):
     import lightning as L
 

@@ -7,6 +7,8 @@ from helpers import FAST, compose_config, run_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from iccv19.core import ConfigError
+
 METHODS = ["supervised", "kd", "cckd", "dafl", "metapruning"]
 DATA = {  # data group: (writer, extra overrides, expected student and teacher networks)
     "digits": (None, [], ("lenet5_half", "LeNet5")),
@@ -52,3 +54,20 @@ def test_method_on_data_trains_a_step(tmp_path, method, data):
         tiny += ["module.global_batch_size=4", "generator.width=4", "datamodule.iterations_per_epoch=1"]
     metrics = run_config([*overrides, *tiny], tmp_path)
     assert "test/acc" in metrics and 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_a_data_set_without_a_pair_composes_with_the_networks_named(tmp_path):
+    """data=fashion_mnist has no conf/model/student_fashion_mnist.yaml nor conf/teacher/for_fashion_mnist.yaml: the
+    command names the networks, and a network it does not name is one error naming the key, the file and the fix."""
+    with pytest.raises(ConfigError, match=r"^model is not set: data=fashion_mnist .*student_fashion_mnist\.yaml\)\. "
+                                          r"Add model=<name>"):
+        run_config(["data=fashion_mnist", "method=supervised"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^teacher is not set: data=fashion_mnist .*for_fashion_mnist\.yaml\)\. "
+                                          r"Add teacher=checkpoint model@teacher.net="):
+        run_config(["data=fashion_mnist", "model=lenet5_half"], tmp_path)   # method=cckd distills from a teacher
+    cfg = compose_config(["data=fashion_mnist", "model=lenet5_half", "teacher=checkpoint", "model@teacher.net=lenet5",
+                          "teacher.checkpoint=/t.ckpt"], tmp_path)
+    assert (cfg.model._target_, cfg.teacher.net._target_) == ("iccv19.networks.lenet.lenet5_half",
+                                                              "iccv19.networks.lenet.LeNet5")
+    assert cfg.module.net == cfg.model and cfg.module.teacher == cfg.teacher
+    assert compose_config(["data=fashion_mnist", "model=lenet5_half", "method=supervised"], tmp_path).teacher is None

@@ -8,6 +8,7 @@ from helpers import FAST, ROOT, run_cli
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_frontier_draws_every_run_with_its_method_and_flops(tmp_path):
     tiny = [*FAST, "trainer.max_epochs=1", "data.holdout=0"]
     run_cli(["method=supervised", *tiny], tmp_path)

@@ -93,6 +93,7 @@ def test_logs_params_and_flops(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_multirun_with_wandb_offline_one_run_per_job(tmp_path):
     proc = run_cli(["method=supervised", "model=lenet5", "logger=wandb", "optimizer.lr=0.001,0.003",
                     "trainer.max_epochs=1", *FAST], tmp_path, multirun=True)
@@ -125,6 +126,7 @@ def test_ddp_on_two_cpu_processes_logs_once(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_missing_dataset_is_one_clear_paragraph(tmp_path):
     proc = run_cli(["method=supervised", "data=cifar10", "model=resnet20", "data.root=/nonexistent"], tmp_path,
                    check=False)
@@ -134,6 +136,7 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_unknown_option_names_the_group_and_the_choices(tmp_path):
     proc = run_cli(["method=supervised", "model=lenet5", "data=nosuch"], tmp_path, check=False)
     assert proc.returncode != 0
@@ -141,6 +144,7 @@ def test_unknown_option_names_the_group_and_the_choices(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
     cmd = [sys.executable, str(ROOT / "run.py"), "method=supervised", "model=lenet5", "train=false", "test=false",
            "logger=none", "callbacks=none"]
@@ -184,6 +188,7 @@ def test_multirun_as_typed_puts_its_jobs_in_one_sweep_folder(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_two_sweeps_started_together_get_their_own_sweep_folders(tmp_path):
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "method=supervised", "seed=1,2", "train=false",
            "test=false", "logger=none", "callbacks=none"]
@@ -196,6 +201,7 @@ def test_two_sweeps_started_together_get_their_own_sweep_folders(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_bad_data_root_is_named_before_an_unset_teacher_checkpoint(tmp_path):
     """Issue 9: `method=dafl data=mnist data.root=/nonexistent` names data.root; with the data there, the unset
     teacher checkpoint (??? in conf/teacher/for_mnist.yaml) is named."""

@@ -21,6 +21,7 @@ def metrics_of(run_dir) -> dict:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_optuna_sweep_runs_trials_reports_the_best_and_resumes(tmp_path):
     proc = run_cli(["hparams_search=cckd_optuna", "hydra.sweeper.n_trials=3", "logger=wandb", *TINY], tmp_path,
                    multirun=True)
@@ -71,6 +72,7 @@ def test_dafl_optuna_search_space_composes(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_two_jobs(tmp_path, monkeypatch):
     # submitit's job processes import the project: installed (pip install -e .) for users, PYTHONPATH here
     monkeypatch.setenv("PYTHONPATH", str(ROOT))

@@ -6,7 +6,7 @@
 
 Embeddings. The criterion owns the two linear embeddings that bring the student's and the teacher's penultimate
 features ``f_s``, ``f_t`` to a common ``embed_dim``; their input sizes are the networks' feature sizes, so the
-``loss`` config is a ``_partial_`` that ``CCKDModule`` completes with ``student_dim``/``teacher_dim``. Being
+``loss`` config is a ``_partial_`` that ``KDModule`` completes with ``student_dim``/``teacher_dim``. Being
 submodules of the LightningModule, they are saved in its checkpoints and trained by its optimizer (the teacher's
 only when ``train_teacher_embedding``). Options:
 
@@ -40,9 +40,12 @@ EMBED_INITS = ("default", "orthogonal")
 class CCKDLoss(KDLoss):
     """KD plus ``beta`` times the correlation congruence of the embedded features (module docstring).
 
-    ``forward(logits, teacher_logits, targets, features, teacher_features)`` returns the weighted total and the
-    unweighted terms ``{"ce", "kd", "cc"}`` (``cc`` only when ``beta > 0``).
+    ``forward(logits, teacher_logits, targets, features, teacher_features, context=None)`` returns the weighted total
+    and the unweighted terms ``{"ce", "kd", "cc"}`` (``cc`` only when ``beta > 0``). ``figure`` draws the batch's
+    correlation matrices (``KDModule`` logs it as ``train/correlation``).
     """
+
+    figure_name = "correlation"
 
     def __init__(self, student_dim: int, teacher_dim: int, ce_weight: float, kd_weight: float, temperature: float,
                  beta: float, kernel: str, gamma: float, order: int, normalize: bool, variant: str,
@@ -89,7 +92,7 @@ class CCKDLoss(KDLoss):
     def embed(self, features: torch.Tensor, teacher_features: torch.Tensor):
         return self.student_embed(features), self.teacher_embed(teacher_features)
 
-    def forward(self, logits, teacher_logits, targets, features=None, teacher_features=None):
+    def forward(self, logits, teacher_logits, targets, features=None, teacher_features=None, context=None):
         total, terms = super().forward(logits, teacher_logits, targets)
         if self.beta > 0:
             emb_s, emb_t = self.embed(features, teacher_features)
@@ -107,3 +110,24 @@ class CCKDLoss(KDLoss):
         kernel = "bilinear" if self.variant == "repdistiller" else self.kernel
         return (correlation_matrix(emb_t, kernel, self.gamma, self.order),
                 correlation_matrix(emb_s, kernel, self.gamma, self.order))
+
+    def figure(self, features: torch.Tensor, teacher_features: torch.Tensor, targets: torch.Tensor, epoch: int):
+        """Teacher | student | difference correlation matrices of a batch (sorted by label), a matplotlib figure."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        order = torch.argsort(targets.cpu(), stable=True)
+        c_t, c_s = (c.float().cpu()[order][:, order] for c in self.correlation_matrices(features, teacher_features))
+        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+        low, high = float(min(c_t.min(), c_s.min())), float(max(c_t.max(), c_s.max()))
+        for ax, matrix, title in ((axes[0], c_t, "teacher C_t"), (axes[1], c_s, "student C_s")):
+            im = ax.imshow(matrix, vmin=low, vmax=high, cmap="viridis")
+            ax.set_title(title)
+        fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8)
+        diff = axes[2].imshow((c_s - c_t).abs(), cmap="magma")
+        axes[2].set_title("|C_s - C_t|")
+        fig.colorbar(diff, ax=axes[2], shrink=0.8)
+        fig.suptitle(f"epoch {epoch}: batch sorted by label", fontsize=9)
+        return fig

@@ -21,7 +21,8 @@ class KDLoss(nn.Module):
     ``kd_weight``), except that with ``alpha=0`` it returns the KL *without* the T^2 factor: set
     ``kd_weight=1/T^2`` to reproduce that case at T != 1 (its CCKD recipe uses T = 1, where both agree).
 
-    ``forward(logits, teacher_logits, targets, features=None, teacher_features=None)`` returns the weighted total
+    ``forward(logits, teacher_logits, targets, features=None, teacher_features=None, context=None)`` (the
+    ``KDModule`` criterion interface; ``context``: ``iccv19.losses.context.LossContext``) returns the weighted total
     and the unweighted terms ``{"ce": .., "kd": ..}`` (logged as ``train/loss_ce``, ``train/loss_kd``).
     ``config``: the init arguments as plain values (saved as the module's ``hparams["loss"]``).
     """
@@ -40,7 +41,7 @@ class KDLoss(nn.Module):
         return {"ce_weight": self.ce_weight, "kd_weight": self.kd_weight, "temperature": self.temperature,
                 "label_smoothing": self.label_smoothing}
 
-    def forward(self, logits, teacher_logits, targets, features=None, teacher_features=None):
+    def forward(self, logits, teacher_logits, targets, features=None, teacher_features=None, context=None):
         terms = {"ce": F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing),
                  "kd": kd_loss(logits, teacher_logits, self.temperature)}
         return self.ce_weight * terms["ce"] + self.kd_weight * terms["kd"], terms

@@ -5,6 +5,7 @@ import inspect
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,6 +25,25 @@ def check_trainer_config(trainer: DictConfig) -> None:
                           f"(or trainer=ddp_cpu for 2 CPU processes), or run where a GPU is.")
     if (isinstance(devices, int) and devices < 1) or devices in ("0", "", []):
         raise ConfigError(f"trainer.devices={devices}: give a number of devices >= 1 (or auto).")
+
+
+# model and teacher default to the data set's own (conf/config.yaml: optional model: student_${data}, optional
+# teacher: for_${data}); a data set without them leaves them ??? until the command names one.
+DATA_DEFAULTS = {  # key: (what the data set lacks, the file that would choose it, what the command adds instead)
+    "model": ("student", "model/student", "model=<name> (a file of conf/model/, e.g. lenet5_half, resnet20)"),
+    "teacher": ("teacher", "teacher/for", "teacher=checkpoint model@teacher.net=<its network> "
+                                          "teacher.checkpoint=<its last.ckpt>"),
+}
+
+
+def check_data_defaults(cfg: DictConfig) -> None:
+    """A ``model`` or ``teacher`` that the data set does not choose and the command does not name: a clear error."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    data = choices.get("data", "<data>")
+    for key, (what, file, fix) in DATA_DEFAULTS.items():
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is not set: data={data} has no {what} of its own (conf/{file}_{data}.yaml). "
+                              f"Add {fix} to the command, or write that file.")
 
 
 FABRIC_KEYS = tuple(inspect.signature(L.Fabric.__init__).parameters)

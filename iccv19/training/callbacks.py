@@ -19,10 +19,10 @@ def _sync(device: torch.device) -> None:
 
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, its training bar and metrics updated every ``every_n_batches`` batches and at
-    the epoch's last: Lightning's updates them after every batch (0.21 ms a step on this 2-core CPU, 3% of a LeNet
-    step; 0.02 ms here). Beside the ``prog_bar`` metrics it shows the module's ``progress_bar_values`` (the
-    training losses ``ClassifierModule.log_train`` writes without ``self.log``). ``refresh_rate`` and the rest:
-    RichProgressBar's (redraws per second)."""
+    the epoch's last: Lightning's updates them after every batch, a measurable share of a small network's CPU step
+    (docs/results.md, per-step overhead). Beside the ``prog_bar`` metrics it shows the module's
+    ``progress_bar_values`` (the training losses ``ClassifierModule.log_train`` writes without ``self.log``).
+    ``refresh_rate`` and the rest: RichProgressBar's (redraws per second)."""
 
     def __init__(self, every_n_batches: int = 10, **kwargs):
         super().__init__(**kwargs)
