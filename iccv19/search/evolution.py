@@ -243,7 +243,8 @@ class EvolutionarySearch:
             self.population = self.next_population([], self._rng(0))
             if not self.population:
                 raise ConfigError("search.max_flops/min_flops/max_params/max_latency/min_latency: not one random "
-                                  f"encoding in {200 * self.cfg.population} tries met the budget; widen it.")
+                                  f"encoding in {200 * self.cfg.population} tries met the budget; widen it, or draw "
+                                  f"narrower random candidates (search.random_choices=[0,15]).")
         while self.generation < self.cfg.generations and self.population:   # empty: the space is exhausted
             g = self.generation
             todo = [e for e in self.population if e not in self.evaluated]
