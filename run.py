@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from iccv19.core import ConfigError, atomic_write_text, checkpoint_must_fit, find_config_error, load_checkpoint
+from iccv19.deploy.export import export
 from iccv19.search.stage import run_search
 from iccv19.training.build import check_config, instantiate_all
 from iccv19.training.console import header, job_command, remove_unstarted_run, run_folder, silence_library_warnings
@@ -60,7 +61,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-STAGES = {"fit": fit, "search": run_search}
+STAGES = {"fit": fit, "search": run_search, "export": export}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -78,7 +79,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         finish_wandb()
     if rank_zero_only.rank == 0:
         write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started)
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+    summary = ", ".join(f"{k} {v:.4f}" if k.startswith("test/") else f"{k} {v:.4g}" for k, v in sorted(metrics.items())
+                        if k.startswith(("test/", "speed/", "model/flops", "model/params")))
     rank_zero_info(f"[done] {summary or 'no test metrics'}")
     rank_zero_info(f"[run] folder: {run_folder(cfg)}")
     return metrics

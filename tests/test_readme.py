@@ -130,7 +130,7 @@ def fill_placeholder(key: str, overrides: list[str], checkout: Checkout, tmp_pat
             return path
         return checkout.artefact(f"teacher:{experiment}:{cfg.data.num_classes}", random_teacher)
     if key == "ckpt_path":
-        rest = [o for o in overrides if not o.startswith("ckpt_path=")]
+        rest = [o for o in overrides if not o.startswith(("ckpt_path=", "stage="))]   # stage=export: of a fit run
         return str(Path(run_ok(checkout, [], rest, tmp_path)) / "checkpoints" / "last.ckpt")
     if key == "search.pruningnet_ckpt":
         stage1 = [f"experiment={experiment.removesuffix('_search')}"]

@@ -1,4 +1,4 @@
-"""Evolutionary search over channel encodings under a FLOPs (and optional parameter) budget.
+"""Evolutionary search over channel encodings under a FLOPs (and optional parameter and latency) budget.
 
 The official algorithm: a population of 50; each generation keeps the best 50 of everything evaluated so far
 (elitist), takes the top 10 as parents and breeds 25 mutations (each gene redrawn with p = 0.1 among the other
@@ -24,32 +24,43 @@ Encoding = tuple
 
 @dataclass
 class Budget:
-    """Feasible set: ``min_flops <= flops <= max_flops`` and ``params <= max_params`` (None = no bound).
+    """Feasible set: ``min_flops <= flops <= max_flops``, ``params <= max_params`` and ``min_latency <= latency <=
+    max_latency`` (milliseconds predicted by a latency lookup table, iccv19/search/latency.py; None = no bound).
 
-    ``measure(encoding) -> (flops, params)`` is memoized here.
+    ``measure(encoding) -> (flops, params)`` or ``(flops, params, latency_ms)`` is memoized here; ``cost`` returns
+    ``(flops, params, latency_ms or None)``.
     """
     measure: Callable[[Sequence[int]], tuple]
     max_flops: float | None = None
     min_flops: float | None = None
     max_params: float | None = None
+    max_latency: float | None = None
+    min_latency: float | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def cost(self, encoding) -> tuple:
         encoding = tuple(encoding)
         if encoding not in self._cache:
-            self._cache[encoding] = tuple(int(v) for v in self.measure(encoding))
+            flops, params, *latency = self.measure(encoding)
+            self._cache[encoding] = (int(flops), int(params), float(latency[0]) if latency else None)
         return self._cache[encoding]
 
-    def feasible(self, encoding) -> bool:
-        flops, params = self.cost(encoding)
+    def within_upper(self, encoding) -> bool:
+        """Within the upper bounds (FLOPs, parameters, latency)."""
+        flops, params, latency = self.cost(encoding)
         return ((self.max_flops is None or flops <= self.max_flops)
-                and (self.min_flops is None or flops >= self.min_flops)
-                and (self.max_params is None or params <= self.max_params))
+                and (self.max_params is None or params <= self.max_params)
+                and (self.max_latency is None or latency <= self.max_latency))
+
+    def feasible(self, encoding) -> bool:
+        flops, _, latency = self.cost(encoding)
+        return (self.within_upper(encoding) and (self.min_flops is None or flops >= self.min_flops)
+                and (self.min_latency is None or latency >= self.min_latency))
 
     def check_attainable(self, smallest, largest) -> None:
         """Clear errors for budgets no encoding can meet (cost grows with every width)."""
-        lo_flops, lo_params = self.cost(smallest)
-        hi_flops, _ = self.cost(largest)
+        lo_flops, lo_params, lo_latency = self.cost(smallest)
+        hi_flops, _, hi_latency = self.cost(largest)
         if self.max_flops is not None and self.max_flops < lo_flops:
             raise ConfigError(f"search.max_flops={self.max_flops:.4g}: no encoding meets it; the narrowest network "
                               f"(every ratio 0.10) already has {lo_flops:.4g} FLOPs and the full one {hi_flops:.4g}. "
@@ -63,24 +74,49 @@ class Budget:
         if self.max_params is not None and self.max_params < lo_params:
             raise ConfigError(f"search.max_params={self.max_params:.4g}: no encoding meets it; the narrowest network "
                               f"has {lo_params:.4g} parameters. Raise search.max_params or set it to null.")
+        if self.max_latency is not None and self.max_latency < lo_latency:
+            raise ConfigError(f"search.max_latency={self.max_latency:.4g}ms: no encoding meets it; the narrowest "
+                              f"network (every ratio 0.10) is predicted at {lo_latency:.4g} ms and the full one at "
+                              f"{hi_latency:.4g} ms on this device (at this batch size). Raise search.max_latency "
+                              f"to {lo_latency:.3g}ms or more (a fraction >= {lo_latency / hi_latency:.2f} of the full "
+                              f"network), or measure at a larger search.latency.batch_size.")
+        if self.min_latency is not None and self.min_latency > hi_latency:
+            raise ConfigError(f"search.min_latency={self.min_latency:.4g}ms: above the full network's predicted "
+                              f"{hi_latency:.4g} ms; lower it or set it to null.")
+        if (self.min_latency is not None and self.max_latency is not None and self.min_latency > self.max_latency):
+            raise ConfigError(f"search.min_latency={self.min_latency:.4g}ms > search.max_latency="
+                              f"{self.max_latency:.4g}ms: the latency window is empty.")
 
 
-def resolve_budget(value, full: float, key: str) -> float | None:
-    """A budget as given by the user: null, a fraction of the full network (<= 1), a number or '330M' / '2G'."""
+FLOPS_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9}
+TIME_UNITS = {"ms": 1.0, "us": 1e-3, "s": 1e3}   # latency budgets are in milliseconds
+
+
+def resolve_budget(value, full: float, key: str, latency: bool = False) -> float | None:
+    """A budget as given by the user: null, a fraction of the full network (<= 1), or an absolute amount: FLOPs or
+    parameters as a number or with a suffix ('330M', '2G'); a latency with its unit ('2.5ms', '800us'), returned
+    in milliseconds (a bare number above 1 has no unit: an error)."""
     if value is None:
         return None
+    units, unit = TIME_UNITS if latency else FLOPS_UNITS, ""
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgG]?)\s*", value)
-        if not m:
-            raise ConfigError(f"{key}={value!r}: write a fraction of the full network (0.5), a number of FLOPs "
-                              f"(330000000) or one with a suffix (330M, 2G).")
-        value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zA-Z]*)\s*", value)
+        if not m or (m.group(2) and m.group(2).lower() not in units):
+            raise ConfigError(f"{key}={value!r}: write a fraction of the full network (0.5) or " + (
+                "a time with its unit (2.5ms, 800us)." if latency
+                else "a number of FLOPs (330000000) or one with a suffix (330M, 2G)."))
+        value, unit = m.group(1), m.group(2).lower()
     typed, value = value, float(value)
     if value <= 0:
-        raise ConfigError(f"{key}={typed}: must be positive (a fraction of the full network or an absolute count).")
-    if 1 < value < 1000:   # neither a fraction nor a plausible count: 2.0 is not "twice" nor "2 FLOPs"
+        raise ConfigError(f"{key}={typed}: must be positive (a fraction of the full network or an absolute amount).")
+    if latency and not unit and value > 1:
+        raise ConfigError(f"{key}={typed}: a bare number is a fraction of the full network's predicted latency "
+                          f"({full:.3f} ms), 0 < x <= 1; give a time with its unit instead, e.g. {key}=2.5ms.")
+    if not latency and not unit and 1 < value < 1000:   # neither a fraction nor a plausible count: 2.0 is not "twice"
         raise ConfigError(f"{key}={typed}: ambiguous. A fraction of the full network is at most 1 ({key}=0.5: half "
                           f"of it); an absolute count is FLOPs ({key}=330000000) or with a suffix ({key}=330M).")
+    if unit:
+        return value * units[unit]
     return value * full if value <= 1 else value
 
 
@@ -167,7 +203,9 @@ class EvolutionarySearch:
     def _fingerprint(self) -> dict:
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}
         return {"config": config, "num_genes": self.num_genes, "num_choices": self.num_choices,
-                "budget": [self.budget.max_flops, self.budget.min_flops, self.budget.max_params]}
+                "budget": [self.budget.max_flops, self.budget.min_flops, self.budget.max_params,
+                           *([self.budget.max_latency, self.budget.min_latency]
+                             if self.budget.max_latency is not None or self.budget.min_latency is not None else [])]}
 
     def save_state(self) -> None:
         if self.state_path is None or not self.write_state:
@@ -207,15 +245,17 @@ class EvolutionarySearch:
         if not resumed:
             self.population = self.next_population([], self._rng(0))
             if not self.population:
-                raise ConfigError("search.max_flops/min_flops/max_params: not one random encoding in "
-                                  f"{200 * self.cfg.population} tries met the budget; widen it.")
+                raise ConfigError("search.max_flops/min_flops/max_params/max_latency/min_latency: not one random "
+                                  f"encoding in {200 * self.cfg.population} tries met the budget; widen it, or draw "
+                                  f"narrower random candidates (search.random_choices=[0,15]).")
         while self.generation < self.cfg.generations and self.population:   # empty: the space is exhausted
             g = self.generation
             todo = [e for e in self.population if e not in self.evaluated]
             for encoding, acc in zip(todo, self.evaluate([list(e) for e in todo]), strict=False):
-                flops, params = self.budget.cost(encoding)
+                flops, params, latency = self.budget.cost(encoding)
                 self.evaluated[encoding] = {"encoding": list(encoding), "acc": float(acc), "flops": flops,
-                                            "params": params, "generation": g}
+                                            "params": params, "generation": g,
+                                            **({"latency_ms": latency} if latency is not None else {})}
             current = [self.evaluated[e] for e in self.population]
             top = self.ranked()[:self.cfg.population]
             stats = {"generation": g, "evaluated": len(self.evaluated), "best_acc": top[0]["acc"],

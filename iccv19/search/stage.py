@@ -26,6 +26,7 @@ from iccv19.networks.flops import COUNTERS, count_flops, count_params
 from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
 from iccv19.search.evaluate import CandidateEvaluator
 from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
+from iccv19.search.latency import LatencyTable
 from iccv19.training.build import fabric_from_trainer_config, instantiate_all
 from iccv19.training.images import log_image
 
@@ -49,7 +50,32 @@ def load_pruningnet(cfg: DictConfig):
     return net
 
 
-def budget_for(net, input_shape, s: DictConfig) -> tuple[Budget, int, int]:
+def latency_table_for(net, input_shape, s: DictConfig, cache_dir, fabric) -> LatencyTable | None:
+    """The latency lookup table of ``net``'s family when the budget has a latency bound (built once, cached; under
+    DDP rank 0 builds it while the others wait, then they read it)."""
+    if s.get("max_latency") is None and s.get("min_latency") is None:
+        return None
+    settings = s.get("latency") or {}
+    target = settings.get("device") or fabric.device.type
+    if str(target).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"search.latency.device={target}: no GPU is visible here; the table is measured on the "
+                          f"target device. Use search.latency.device=cpu, or build it where that GPU is.")
+    table = LatencyTable(net, input_shape, cache_dir, target, batch_size=settings.get("batch_size", 1),
+                         threads=settings.get("threads"), warmup=settings.get("warmup", 3),
+                         repeats=settings.get("repeats", 20))
+    cached = table.load() if fabric.global_rank == 0 else True
+    if not cached:
+        rank_zero_info(f"[latency] building the lookup table {table.path} (every layer at every channel choice, "
+                       f"once per device, threads, batch and torch version)")
+        table.build()
+    fabric.barrier()
+    if fabric.global_rank != 0 and not table.load():
+        raise RuntimeError(f"rank {fabric.global_rank}: the latency table {table.path} rank 0 wrote is unreadable")
+    rank_zero_info(f"[latency] {'read' if cached else 'built'} {table.describe()}")
+    return table
+
+
+def budget_for(net, input_shape, s: DictConfig, table: LatencyTable | None = None) -> tuple[Budget, int, int]:
     counter = s.get("flops_counter") or "torch"
     if counter not in COUNTERS:
         raise ConfigError(f"search.flops_counter={counter}: choose 'torch' (torch.utils.flop_counter, multiply-adds "
@@ -58,24 +84,24 @@ def budget_for(net, input_shape, s: DictConfig) -> tuple[Budget, int, int]:
 
     def measure(encoding):
         narrow = net.narrow(encoding)
-        return count_flops(narrow, input_shape, counter), count_params(narrow)
+        cost = count_flops(narrow, input_shape, counter), count_params(narrow)
+        return (*cost, table.predict(narrow)) if table is not None else cost
 
-    full_flops, full_params = measure(net.full_encoding())
+    full_flops, full_params, full_latency = Budget(measure).cost(net.full_encoding())
     budget = Budget(measure, max_flops=resolve_budget(s.get("max_flops"), full_flops, "search.max_flops"),
                     min_flops=resolve_budget(s.get("min_flops"), full_flops, "search.min_flops"),
-                    max_params=resolve_budget(s.get("max_params"), full_params, "search.max_params"))
+                    max_params=resolve_budget(s.get("max_params"), full_params, "search.max_params"),
+                    max_latency=resolve_budget(s.get("max_latency"), full_latency, "search.max_latency", latency=True),
+                    min_latency=resolve_budget(s.get("min_latency"), full_latency, "search.min_latency", latency=True))
     budget.check_attainable([0] * net.num_genes, net.full_encoding())
     return budget, full_flops, full_params
 
 
 def uniform_encoding(net, budget: Budget) -> list:
-    """The widest uniform-ratio encoding within the budget (the baseline MetaPruning is compared to)."""
+    """The widest uniform-ratio encoding within the budget's upper bounds (the baseline MetaPruning is compared to)."""
     for c in reversed(range(NUM_CHOICES)):
-        encoding = [c] * net.num_genes
-        flops, params = budget.cost(encoding)
-        if ((budget.max_flops is None or flops <= budget.max_flops)
-                and (budget.max_params is None or params <= budget.max_params)):
-            return encoding
+        if budget.within_upper([c] * net.num_genes):
+            return [c] * net.num_genes
     return [0] * net.num_genes
 
 
@@ -123,8 +149,9 @@ def scatter_figure(records, uniform, budget: Budget, title: str):
 def describe(record, net, full_flops) -> dict:
     return {"encoding": list(record["encoding"]), "ratios": [RATIOS[c] for c in record["encoding"]],
             "val_acc": round(float(record["acc"]), 6), "flops": int(record["flops"]), "params": int(record["params"]),
-            "flops_fraction": round(record["flops"] / full_flops, 4), **({"generation": record["generation"]}
-                                                                      if "generation" in record else {})}
+            "flops_fraction": round(record["flops"] / full_flops, 4),
+            **({"latency_ms": round(record["latency_ms"], 4)} if "latency_ms" in record else {}),
+            **({"generation": record["generation"]} if "generation" in record else {})}
 
 
 def run_search(cfg: DictConfig) -> dict[str, float]:
@@ -138,7 +165,8 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
                           "never on the test set. Set data.holdout=N (digits: 180; ImageNet: 50000, as the paper).")
     net = load_pruningnet(cfg)
     input_shape = tuple(datamodule.input_shape)
-    budget, full_flops, full_params = budget_for(net, input_shape, s)
+    table = latency_table_for(net, input_shape, s, cfg.paths.cache_dir, fabric)
+    budget, full_flops, full_params = budget_for(net, input_shape, s, table)
     official_bn = s.get("bn_recalibration") == "official"
     evaluator = CandidateEvaluator(net, calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader(),
                                    fabric.device, calib_batches=s.calib_batches if official_bn else None,
@@ -169,9 +197,10 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
     ranked = evolution.run()
 
     uniform = uniform_encoding(net, budget)
-    uniform_flops, uniform_params = budget.cost(uniform)
+    uniform_flops, uniform_params, uniform_latency = budget.cost(uniform)
     uniform_record = {"encoding": uniform, "acc": evaluator([uniform])[0], "flops": uniform_flops,
-                      "params": uniform_params, "ratio": RATIOS[uniform[0]]}
+                      "params": uniform_params, "ratio": RATIOS[uniform[0]],
+                      **({"latency_ms": uniform_latency} if uniform_latency is not None else {})}
     best = ranked[0]
     metrics = {"search/best_acc": best["acc"], "search/best_flops": best["flops"], "search/best_params": best["params"],
                "search/uniform_acc": uniform_record["acc"], "search/uniform_flops": uniform_flops}
@@ -181,7 +210,11 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
                "input_shape": list(input_shape), "gene_names": net.gene_names,
                "budget": {"counter": s.get("flops_counter") or "torch",
                           "max_flops": budget.max_flops, "min_flops": budget.min_flops,
-                          "max_params": budget.max_params, "full_flops": full_flops, "full_params": full_params},
+                          "max_params": budget.max_params, "full_flops": full_flops, "full_params": full_params,
+                          **({"max_latency_ms": budget.max_latency, "min_latency_ms": budget.min_latency,
+                              "full_latency_ms": budget.cost(net.full_encoding())[2], "latency_table": str(table.path),
+                              "latency_device": table.key["device"], "latency_threads": table.threads,
+                              "latency_batch_size": table.batch_size} if table is not None else {})},
                "top": [describe(r, net, full_flops) for r in ranked[:s.top_k]],
                "uniform": {**describe(uniform_record, net, full_flops), "ratio": uniform_record["ratio"]},
                "random": [describe(r, net, full_flops) for r in evolution.evaluated.values()

@@ -1,6 +1,6 @@
-"""Lightning callbacks of our own: the progress bar of conf/callbacks/default.yaml, and opt-in ones for measuring and
-speeding up training without touching the LightningModules. Add one from the command line:
-``+callbacks.step_stats._target_=iccv19.training.callbacks.StepStats``."""
+"""Lightning callbacks of our own: the progress bar and the speed benchmark of conf/callbacks/default.yaml, and
+opt-in ones for measuring and speeding up training without touching the LightningModules. Add one from the command
+line: ``+callbacks.step_stats._target_=iccv19.training.callbacks.StepStats``."""
 import resource
 import statistics
 import time
@@ -8,6 +8,8 @@ import time
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
+
+from iccv19.deploy.speed import measure_latency, measure_throughput
 
 
 def _sync(device: torch.device) -> None:
@@ -92,3 +94,37 @@ class ChannelsLast(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if isinstance(batch, list) and isinstance(batch[0], torch.Tensor) and batch[0].dim() == 4:
             batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+
+
+class SpeedBenchmark(Callback):
+    """After fit, the measured inference speed of the trained network (``module.net``) on the run's device: median
+    latency of one ``latency_batch`` batch (``speed/latency_ms``) and images/s at ``throughput_batch``
+    (``speed/throughput``), with ``speed/threads`` (``torch.get_num_threads()``) and ``speed/throughput_batch``.
+    Added to ``module.model_stats`` (run.py writes them to metrics.json and the ``[done]`` line) and logged.
+    Measured on global rank 0 only; a PruningNet (MetaPruning's stage 1) is skipped: its narrow networks are the
+    deployable ones. ``callbacks.speed=null`` turns it off."""
+
+    def __init__(self, latency_batch: int = 1, throughput_batch: int = 64, warmup: int = 10, repeats: int = 50):
+        self.latency_batch, self.throughput_batch = latency_batch, throughput_batch
+        self.warmup, self.repeats = warmup, repeats
+
+    def measure(self, net, input_shape, device) -> dict:
+        latency = measure_latency(net, input_shape, self.latency_batch, device, self.warmup, self.repeats)
+        throughput = measure_throughput(net, input_shape, self.throughput_batch, device,
+                                        max(1, self.warmup // 3), max(1, self.repeats // 5))
+        return {"speed/latency_ms": latency, "speed/throughput": throughput,
+                "speed/threads": torch.get_num_threads(), "speed/throughput_batch": self.throughput_batch}
+
+    def on_fit_end(self, trainer, pl_module):
+        dm, net = trainer.datamodule, getattr(pl_module, "net", None)
+        if trainer.global_rank != 0 or net is None or not hasattr(dm, "input_shape") or hasattr(net, "set_encoding"):
+            return
+        stats = self.measure(net, tuple(dm.input_shape), pl_module.device)
+        if not hasattr(pl_module, "model_stats"):
+            pl_module.model_stats = {}
+        pl_module.model_stats.update(stats)
+        rank_zero_info(f"[speed] {type(net).__name__} on {pl_module.device} ({stats['speed/threads']} threads): "
+                       f"{stats['speed/latency_ms']:.3f} ms at batch {self.latency_batch}, "
+                       f"{stats['speed/throughput']:.0f} images/s at batch {self.throughput_batch}")
+        for logger in trainer.loggers:
+            logger.log_metrics(stats, step=trainer.global_step)
