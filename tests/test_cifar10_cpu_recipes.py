@@ -4,9 +4,9 @@ on tiny CIFAR-10 files in torchvision's on-disk format."""
 import pytest
 import torch
 from data_files import write_cifar
-from datamodules.vision import CIFAR10DataModule
 from helpers import FAST, compose_config, run_config
 
+from datamodules.vision import CIFAR10DataModule
 from iccv19.networks.cifar_resnet import he_resnet
 
 RECIPES = ["teacher_cifar10_cpu", "student_cifar10_cpu", "kd_cifar10_cpu", "cckd_cifar10_cpu", "dafl_cifar10_cpu"]
