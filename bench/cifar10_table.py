@@ -33,7 +33,6 @@ SELECTION_TEACHER = "teacher_lr0.1_b128"   # the compared teacher the recipe fol
 SELECTION = {   # KD and CCKD settings on the held-out split, the student recipe's optimizer and epochs
     "kd_T4": ["experiment=kd_cifar10_cpu", *HOLDOUT, "loss.temperature=4"],
     "kd_T8": ["experiment=kd_cifar10_cpu", *HOLDOUT, "loss.temperature=8"],
-    "cckd_beta300": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=300"],
     "cckd_beta1000": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=1000"],
     "cckd_beta3000": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=3000"],
 }
