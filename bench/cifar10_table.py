@@ -33,8 +33,9 @@ SELECTION_TEACHER = "teacher_lr0.1_b128"   # the compared teacher the recipe fol
 SELECTION = {   # KD and CCKD settings on the held-out split, the student recipe's optimizer and epochs
     "kd_T4": ["experiment=kd_cifar10_cpu", *HOLDOUT, "loss.temperature=4"],
     "kd_T8": ["experiment=kd_cifar10_cpu", *HOLDOUT, "loss.temperature=8"],
-    "cckd_beta1000": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=1000"],
-    "cckd_beta3000": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=3000"],
+    "cckd_T4_beta1000": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.temperature=4", "loss.beta=1000"],
+    "cckd_beta100": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=100"],
+    "cckd_beta300": ["experiment=cckd_cifar10_cpu", *HOLDOUT, "loss.beta=300"],
 }
 TEACHER = ["experiment=teacher_cifar10_cpu", "seed=0"]
 ROWS = {   # name: (label, arguments); all but the student from the same teacher
