@@ -92,7 +92,7 @@ def main():
              "|---|---|---|---|"]
     for name, a in [*TEACHER_SELECTION.items(), *SELECTION.items()]:
         record = compared.get(name)
-        value = f"{acc(record, 'val/acc'):.2f}" if record else "not run"
+        value = f"{acc(record, 'val/acc'):.2f}" if record else "no finished run"
         wall = f"{record['wall_time_s']:.0f}" if record else ""
         lines.append(f"| {name} | `{' '.join(x for x in a if x not in HOLDOUT)}` | {value} | {wall} |")
     selection = "\n".join(lines)
@@ -106,7 +106,7 @@ def main():
     for name, (label, a) in ROWS.items():
         records = [r for (row, _), r in runs.items() if row == name and r is not None]
         if not records:
-            lines.append(f"| {label} | `{a[0]}` | not run | 0 | | |")
+            lines.append(f"| {label} | `{a[0]}` | no finished run | 0 | | |")
             continue
         values = [r["metrics"]["test/acc"] for r in records]
         results[name] = mean_sd([100 * v for v in values])
