@@ -149,6 +149,17 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
         index = torch.randint(0, held, (size,), generator=rng, device=self.pool.device)
         return random_shift_and_flip(self.pool[index], self.pool_crop_padding, self.pool_flip, rng)
 
+    @torch.no_grad()
+    def sample_images(self, n: int | None = None) -> torch.Tensor:
+        """The ``n`` most recent pool images (what the student trains on: the adapted generators' images); the
+        meta generator's own images (DAFL's ``sample_images``) while the pool is empty."""
+        n = n or self.num_images
+        if self.pool is None or self.pool_count == 0:
+            return super().sample_images(n)
+        held = min(self.pool_count, self.pool_size)
+        index = (self.pool_count - 1 - torch.arange(min(n, held), device=self.pool.device)) % self.pool_size
+        return self.pool[index]
+
     # -- one iteration ----------------------------------------------------------------------------------------
     def average_gradients(self, params):
         """Mean of the gradients over DDP processes (the backward passes here run outside DDP's forward)."""

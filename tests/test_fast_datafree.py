@@ -73,6 +73,7 @@ def test_pool_is_a_ring_buffer_of_the_last_images():
     assert module.pool_count == 12 and module.pool.shape == (10, 1, 2, 2)
     values = sorted(module.pool[:, 0, 0, 0].tolist())
     assert values == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]   # the two oldest were overwritten
+    assert module.sample_images(5)[:, 0, 0, 0].tolist() == [2.0, 2.0, 2.0, 2.0, 1.0]   # the newest first
 
 
 def test_student_augmentation_shifts_by_at_most_the_padding_and_mirrors():
