@@ -56,7 +56,8 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
     generator_steps: adaptation steps per batch; latent_lr: learning rate of the latent codes (0: fixed);
     student_steps / student_batch_size: KD steps per synthesized batch and their batch (null: the synthesis batch);
     pool_size: images kept; pool_crop_padding / pool_flip: the student's augmentation of pool images;
-    warmup_epochs: epochs that only synthesize (no student step, no adversarial term).
+    warmup_epochs: epochs that only synthesize (no student step, no adversarial term);
+    student_clip_norm: clip the student's gradient norm at this value (null: no clipping).
     """
 
     unsaved_hyperparameters = GeneratorThenStudentModule.unsaved_hyperparameters + ("adaptation_optimizer",)
@@ -64,7 +65,8 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
 
     def __init__(self, *args, adaptation_optimizer: Callable, generator_steps: int = 5, latent_lr: float = 0.0,
                  student_steps: int = 1, student_batch_size: int | None = None, pool_size: int = 50_000,
-                 pool_crop_padding: int = 0, pool_flip: bool = False, warmup_epochs: int = 0, **kwargs):
+                 pool_crop_padding: int = 0, pool_flip: bool = False, warmup_epochs: int = 0,
+                 student_clip_norm: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         for key, value, low in (("generator_steps", generator_steps, 1), ("student_steps", student_steps, 1),
                                 ("pool_size", pool_size, 2), ("warmup_epochs", warmup_epochs, 0),
@@ -78,7 +80,7 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
         self.generator_steps, self.latent_lr = generator_steps, latent_lr
         self.student_steps, self.student_batch_size = student_steps, student_batch_size
         self.pool_size, self.pool_crop_padding, self.pool_flip = pool_size, pool_crop_padding, pool_flip
-        self.warmup_epochs = warmup_epochs
+        self.warmup_epochs, self.student_clip_norm = warmup_epochs, student_clip_norm
         self.pool: torch.Tensor | None = None
         self.pool_count = 0   # images ever added; the pool holds the last min(pool_count, pool_size)
 
@@ -196,6 +198,8 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
                 opt_s.zero_grad(set_to_none=True)
                 loss_s.backward()
                 self.average_gradients(self.net.parameters())
+                if self.student_clip_norm:
+                    self.clip_gradients(opt_s, gradient_clip_val=self.student_clip_norm, gradient_clip_algorithm="norm")
                 opt_s.step()
             agreement = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean()
         if self.scheduler_interval == "step" and self.lr_schedulers() is not None:

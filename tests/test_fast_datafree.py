@@ -99,7 +99,7 @@ def fit(module, tmp_path, iterations=2, epochs=1):
 
 @pytest.mark.e2e
 def test_a_fit_trains_the_student_on_the_pool_and_logs_the_bn_term(tmp_path):
-    module = make_module(student_steps=2, meta_lr=0.01)
+    module = make_module(student_steps=2, meta_lr=0.01, student_clip_norm=1.0)
     student, generator = params(module.net), params(module.generator)
     teacher = copy.deepcopy(module.teacher.state_dict())
     trainer = fit(module, tmp_path, iterations=3)
