@@ -18,7 +18,8 @@ One training step ("iteration" of the DataFreeDataModule):
    computed on the same images. None during the first ``warmup_epochs`` epochs.
 
 Under DDP each process synthesizes its own batch and keeps its own pool; the Reptile gradient and the student's
-gradients are averaged over the processes by hand (every backward here runs outside DDP's forward). The pool is not
+gradients are averaged over the processes by hand (every backward here is a plain ``backward`` of networks used
+directly, not through DDP's forward). Not yet run under DDP: no test covers it. The pool is not
 saved in checkpoints: a resumed run starts with an empty pool (the generator, the student and the optimizers resume).
 """
 import copy
