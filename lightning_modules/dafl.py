@@ -19,6 +19,11 @@ computes the information-entropy term on the global batch: the teacher's logits 
 class balance is enforced across ranks rather than per rank (the per-rank default is what a single-GPU run of
 the same per-rank batch does). On one process both are the same.
 
+BatchNorm statistics (``loss.bn > 0``, an option, not DAFL): the teacher's forward on the generated batch runs with
+hooks on its BatchNorm layers (iccv19/losses/bn_statistics.py, registered for that call only) and DeepInversion's
+distance between the batch statistics and the running ones joins the generator loss, logged as ``train/loss_bn``.
+Per rank: each process compares its own batch's statistics (see that module).
+
 Safety. A generated batch whose images are (nearly) identical is a collapsed generator: ``train/diversity``
 (mean over pixels of the standard deviation across the batch; 0 for identical images) is logged every
 iteration and a warning is printed when its epoch mean falls below ``collapse_threshold``. A NaN/inf loss
@@ -33,6 +38,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from iccv19.core import ConfigError
+from iccv19.losses.bn_statistics import BatchNormStatistics, batchnorm_layers
 from iccv19.losses.dafl import DAFLLoss
 from iccv19.training.images import log_image
 from lightning_modules.distillation import DistillationModule
@@ -82,6 +88,14 @@ class GeneratorThenStudentModule(DistillationModule):
         self.best_val_acc = None
         self.image_every_n_epochs, self.num_images = image_every_n_epochs, num_images
         self.collapse_threshold = collapse_threshold
+        self.bn_statistics = None
+        if self.criterion.bn:
+            if not batchnorm_layers(self.teacher):
+                raise ConfigError(
+                    f"loss.bn={self.criterion.bn}: the BatchNorm-statistics term needs a teacher with BatchNorm "
+                    f"layers, and {type(getattr(self.teacher, 'net', self.teacher)).__name__} has none. Set "
+                    f"loss.bn=0 for this teacher (e.g. LeNet-5), or choose a teacher with BatchNorm.")
+            self.bn_statistics = BatchNormStatistics(self.criterion.bn_momentum)
 
     # -- noise ----------------------------------------------------------------------------------------------
     def base_noise_seed(self) -> int:
@@ -98,10 +112,19 @@ class GeneratorThenStudentModule(DistillationModule):
                            device=self.device)
 
     # -- one iteration ----------------------------------------------------------------------------------------
+    def teacher_forward(self, images: torch.Tensor):
+        """The teacher's logits and features on generated ``images``, and its BatchNorm-statistics distance
+        (``loss.bn``; None when off), recorded by hooks that live only during this call."""
+        if self.bn_statistics is None:
+            return (*self.teacher(images, return_features=True), None)
+        with self.bn_statistics.recording(self.teacher):
+            t_logits, t_features = self.teacher(images, return_features=True)
+        return t_logits, t_features, self.bn_statistics.loss()
+
     def losses(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every term of one DAFL iteration on the latent codes ``z``."""
         images = self.generator(z)
-        t_logits, t_features = self.teacher(images, return_features=True)
+        t_logits, t_features, bn_loss = self.teacher_forward(images)
         entropy_logits = None
         if self.criterion.global_ie and self._trainer is not None and self.trainer.world_size > 1:
             entropy_logits = self.all_gather(t_logits, sync_grads=True).flatten(0, 1)
@@ -110,7 +133,7 @@ class GeneratorThenStudentModule(DistillationModule):
         if self.criterion.adversarial:   # the student's function of the images, its weights held fixed
             weights = {name: p.detach() for name, p in self.net.named_parameters()}
             adversarial_logits = torch.func.functional_call(self.net, weights, (images,))
-        loss, terms = self.criterion(t_logits, t_features, s_logits, entropy_logits, adversarial_logits)
+        loss, terms = self.criterion(t_logits, t_features, s_logits, entropy_logits, adversarial_logits, bn_loss)
         return {"images": images, "teacher_logits": t_logits, "student_logits": s_logits, "loss": loss,
                 **{f"loss_{name}": value for name, value in terms.items()}}
 
@@ -124,6 +147,8 @@ class GeneratorThenStudentModule(DistillationModule):
         self.manual_backward(out["loss"])
         opt_g.step()
         opt_s.step()
+        if self.bn_statistics is not None:
+            self.bn_statistics.update_ema()
         if self.scheduler_interval == "step" and self.lr_schedulers() is not None:
             self.lr_schedulers().step()
 
@@ -222,10 +247,14 @@ class GeneratorThenStudentModule(DistillationModule):
     def on_save_checkpoint(self, checkpoint: dict):
         checkpoint["dafl_noise_seed"] = self.base_noise_seed()
         checkpoint["dafl_best_val_acc"] = self.best_val_acc
+        if self.bn_statistics is not None:
+            checkpoint["bn_statistics"] = self.bn_statistics.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict):
         self.noise_seed = checkpoint.get("dafl_noise_seed", self.noise_seed)
         self.best_val_acc = checkpoint.get("dafl_best_val_acc", self.best_val_acc)
+        if self.bn_statistics is not None and "bn_statistics" in checkpoint:
+            self.bn_statistics.load_state_dict(checkpoint["bn_statistics"])
 
 
 DAFLModule = GeneratorThenStudentModule

@@ -99,7 +99,7 @@ def test_criterion_defaults_are_the_official_mnist_weights_from_the_yaml_only():
     loss = instantiate(OmegaConf.load(CONF / "loss" / "dafl.yaml"))
     assert isinstance(loss, DAFLLoss)
     assert loss.config == dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean",
-                               global_ie=False, adversarial=0.0)
+                               global_ie=False, adversarial=0.0, bn=0.0, bn_momentum=0.0)
     with pytest.raises(TypeError):   # no second set of defaults in Python
         DAFLLoss()
 

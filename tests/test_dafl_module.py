@@ -17,7 +17,7 @@ from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import GeneratorThenStudentModule, TrainingDiverged
 
 MNIST_WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False,
-                     adversarial=0.0)
+                     adversarial=0.0, bn=0.0, bn_momentum=0.0)
 
 
 def make_module(generator_lr=0.02, student_lr=0.002, batch_size=16, loss=None, **kwargs):

@@ -29,6 +29,12 @@ Distillation", 2019) trains its generator: images where the student is still wro
 term come from the module with the student's weights held fixed (``adversarial_logits``), so the term moves the
 generator only; the student keeps learning by KD.
 
+``bn`` (an option, not DAFL: 0 in every DAFL recipe): DeepInversion's BatchNorm-statistics term
+(iccv19/losses/bn_statistics.py), ``L_G += bn * L_bn``: the generated batch's per-channel mean and variance at the
+input of every BatchNorm of the teacher against that layer's running statistics. The module records ``L_bn`` with
+forward hooks on the teacher and passes it in (``bn_loss``); ``bn_momentum`` blends in a moving average of past
+batches' statistics (Fast-Datafree). A teacher without BatchNorm layers is a configuration error (the module's).
+
 Every weight and setting comes from ``conf/loss/dafl*.yaml`` (the one source of truth of the defaults).
 """
 import math
@@ -76,15 +82,18 @@ class DAFLLoss(nn.Module):
     detached images) and the terms ``{"oh", "a", "ie", "generator", "student"}`` (and ``"adv"``). ``entropy_logits``:
     the logits L_ie is computed on (the batch gathered over DDP ranks); default ``teacher_logits``.
     ``adversarial_logits``: the student's logits on the (not detached) images through its fixed weights, needed
-    when ``adversarial > 0``.
+    when ``adversarial > 0``. ``bn_loss``: the teacher's BatchNorm-statistics distance, needed when ``bn > 0``.
     """
 
     def __init__(self, oh: float, a: float, ie: float, log_base: float | None, temperature: float,
-                 activation: str, global_ie: bool, adversarial: float):
+                 activation: str, global_ie: bool, adversarial: float, bn: float, bn_momentum: float):
         super().__init__()
-        if min(oh, a, ie, adversarial) < 0:
-            raise ConfigError(f"loss.oh={oh}, loss.a={a}, loss.ie={ie}, loss.adversarial={adversarial}: the weights "
-                              f"must be >= 0 (the signs are in the terms).")
+        if min(oh, a, ie, adversarial, bn) < 0:
+            raise ConfigError(f"loss.oh={oh}, loss.a={a}, loss.ie={ie}, loss.adversarial={adversarial}, loss.bn={bn}: "
+                              f"the weights must be >= 0 (the signs are in the terms).")
+        if not 0 <= bn_momentum < 1:
+            raise ConfigError(f"loss.bn_momentum={bn_momentum}: the weight of the moving average of past batch "
+                              f"statistics must be in [0, 1) (0: none, DeepInversion; Fast-Datafree uses 0.9).")
         if temperature <= 0 or (log_base is not None and log_base <= 1):
             raise ConfigError(f"loss.temperature={temperature}, loss.log_base={log_base}: the temperature must be "
                               f"> 0 and the log base > 1 (or null for the natural log).")
@@ -92,11 +101,12 @@ class DAFLLoss(nn.Module):
             raise ConfigError(f"loss.activation={activation}: choose mean (official code) or sum (paper, Eq. 3).")
         self.oh, self.a, self.ie, self.log_base = oh, a, ie, log_base
         self.temperature, self.activation, self.global_ie = temperature, activation, global_ie
-        self.adversarial = adversarial
+        self.adversarial, self.bn, self.bn_momentum = adversarial, bn, bn_momentum
         self.config = dict(oh=oh, a=a, ie=ie, log_base=log_base, temperature=temperature, activation=activation,
-                           global_ie=global_ie, adversarial=adversarial)
+                           global_ie=global_ie, adversarial=adversarial, bn=bn, bn_momentum=bn_momentum)
 
-    def generator_loss(self, teacher_logits, teacher_features, entropy_logits=None, adversarial_logits=None):
+    def generator_loss(self, teacher_logits, teacher_features, entropy_logits=None, adversarial_logits=None,
+                       bn_loss=None):
         terms = {
             "oh": one_hot_loss(teacher_logits),
             "a": activation_loss(teacher_features, self.activation),
@@ -110,10 +120,16 @@ class DAFLLoss(nn.Module):
                                  "(adversarial_logits), computed with its weights held fixed")
             terms["adv"] = (adversarial_logits - teacher_logits).abs().mean()
             loss = loss - self.adversarial * terms["adv"]
+        if self.bn:
+            if bn_loss is None:
+                raise ValueError("loss.bn > 0 needs the teacher's BatchNorm-statistics distance (bn_loss)")
+            terms["bn"] = bn_loss
+            loss = loss + self.bn * bn_loss
         return loss, terms
 
     def forward(self, teacher_logits, teacher_features, student_logits, entropy_logits=None,
-                adversarial_logits=None):
-        loss_g, terms = self.generator_loss(teacher_logits, teacher_features, entropy_logits, adversarial_logits)
+                adversarial_logits=None, bn_loss=None):
+        loss_g, terms = self.generator_loss(teacher_logits, teacher_features, entropy_logits, adversarial_logits,
+                                            bn_loss)
         loss_s = student_loss(student_logits, teacher_logits, self.temperature)
         return loss_g + loss_s, {**terms, "generator": loss_g, "student": loss_s}
