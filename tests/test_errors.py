@@ -161,7 +161,7 @@ def test_printed_as_one_line_without_a_run_folder(tmp_path):
 def test_an_unwritable_log_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     line = run_mistake([f"paths.log_dir={tmp_path}/file/logs"], tmp_path / "c")
-    assert line.startswith(f"error: paths.log_dir={tmp_path}/file/logs: cannot create the run folder")
+    assert line.startswith(f"error: paths.log_dir={tmp_path}/file/logs: cannot create the run folder in it")
 
 
 @pytest.mark.e2e

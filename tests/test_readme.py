@@ -103,8 +103,9 @@ def size_overrides(cfg, flags: list[str]) -> list[str]:
         return sizes + ["search.population=4", "search.generations=1", "search.parents=2", "search.mutations=1",
                         "search.crossovers=1", "search.calib_batches=1", "search.calib_batch_size=16",
                         "search.val_batches=1", "data.batch_size=16", "logger=csv", "callbacks.progress_bar=null"]
+    batch = "data.global_batch_size=16" if cfg.data.get("global_batch_size") else "data.batch_size=16"
     sizes += ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
-              "++trainer.limit_test_batches=1", "data.batch_size=16", "callbacks.progress_bar=null"]
+              "++trainer.limit_test_batches=1", batch, "callbacks.progress_bar=null"]
     if cfg.get("datamodule"):   # DAFL: generated images per iteration, iterations per epoch, generator width
         sizes += ["module.global_batch_size=8", "datamodule.iterations_per_epoch=2", "generator.width=8"]
     sweeper = cfg.hydra.get("sweeper", {})

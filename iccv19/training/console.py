@@ -103,7 +103,7 @@ class CheckRunFolder(Callback):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            print(f"error: paths.log_dir={config.paths.log_dir}: cannot create the run folder {folder} "
-                  f"({e.strerror}). Point paths.log_dir at a folder you can write to (default: ./logs).",
+            print(f"error: paths.log_dir={config.paths.log_dir}: cannot create the run folder in it ({e.strerror}). "
+                  f"Point paths.log_dir at a folder you can write to (default: ./logs).",
                   file=sys.stderr)
             sys.exit(1)
