@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iccv19.core import ConfigError, atomic_output, read_state_dict
+from iccv19.core import ConfigError, atomic_output, read_state_dict, state_dict_mismatch
 from iccv19.deploy.speed import example_input, measure_latency, time_call
 from iccv19.networks.flops import count_flops, count_params
 
@@ -76,9 +76,9 @@ def load_trained_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, tuple,
                           f"model.encoding=<top_encodings.yaml>) and export that run's checkpoint.")
     try:
         net.load_state_dict(weights)
-    except RuntimeError as e:
+    except RuntimeError:
         raise ConfigError(f"ckpt_path={ckpt_path}: its net.* weights do not fit the network of its run's config "
-                          f"({str(e).splitlines()[0]}); {FIX}.") from None
+                          f"({state_dict_mismatch(net, weights)}); {FIX}.") from None
     data = run_cfg.data
     input_shape = (int(data.in_channels), int(data.image_size), int(data.image_size))
     return net.eval(), input_shape, run_cfg

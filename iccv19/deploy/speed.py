@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA), so a clock read after it times that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -28,12 +29,12 @@ def time_call(fn: Callable[[], object], device: str | torch.device = "cpu", warm
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 1000 * STATISTICS[statistic](times)
 

@@ -87,12 +87,13 @@ def budget_for(net, input_shape, s: DictConfig, table: LatencyTable | None = Non
         cost = count_flops(narrow, input_shape, counter), count_params(narrow)
         return (*cost, table.predict(narrow)) if table is not None else cost
 
-    full_flops, full_params, full_latency = Budget(measure).cost(net.full_encoding())
-    budget = Budget(measure, max_flops=resolve_budget(s.get("max_flops"), full_flops, "search.max_flops"),
-                    min_flops=resolve_budget(s.get("min_flops"), full_flops, "search.min_flops"),
-                    max_params=resolve_budget(s.get("max_params"), full_params, "search.max_params"),
-                    max_latency=resolve_budget(s.get("max_latency"), full_latency, "search.max_latency", latency=True),
-                    min_latency=resolve_budget(s.get("min_latency"), full_latency, "search.min_latency", latency=True))
+    budget = Budget(measure)
+    full_flops, full_params, full_latency = budget.cost(net.full_encoding())
+    budget.max_flops = resolve_budget(s.get("max_flops"), full_flops, "search.max_flops")
+    budget.min_flops = resolve_budget(s.get("min_flops"), full_flops, "search.min_flops")
+    budget.max_params = resolve_budget(s.get("max_params"), full_params, "search.max_params")
+    budget.max_latency = resolve_budget(s.get("max_latency"), full_latency, "search.max_latency", latency=True)
+    budget.min_latency = resolve_budget(s.get("min_latency"), full_latency, "search.min_latency", latency=True)
     budget.check_attainable([0] * net.num_genes, net.full_encoding())
     return budget, full_flops, full_params
 

@@ -9,12 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
-from iccv19.deploy.speed import measure_latency, measure_throughput
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from iccv19.deploy.speed import measure_latency, measure_throughput, synchronize
 
 
 class ProgressBar(RichProgressBar):
@@ -50,11 +45,11 @@ class StepStats(Callback):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self.times.append(time.perf_counter() - self._start)
 
     def summary(self, device: torch.device) -> dict:
