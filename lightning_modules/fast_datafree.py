@@ -19,7 +19,9 @@ One training step ("iteration" of the DataFreeDataModule):
 
 Under DDP each process synthesizes its own batch and keeps its own pool; the Reptile gradient and the student's
 gradients are averaged over the processes by hand (every backward here is a plain ``backward`` of networks used
-directly, not through DDP's forward). Not yet run under DDP: no test covers it. The pool is not
+directly, not through DDP's forward), so the ranks' weights stay equal: at the end of every training epoch a
+fingerprint of the student's and the meta generator's weights is gathered from every rank and printed, and a
+difference stops the run (tests/test_fast_datafree.py runs it on 2 CPU processes). The pool is not
 saved in checkpoints: a resumed run starts with an empty pool (the generator, the student and the optimizers resume).
 """
 import copy
@@ -27,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from iccv19.core import ConfigError
@@ -171,6 +174,19 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
         for p in params:
             if p.grad is not None:
                 p.grad = self.trainer.strategy.reduce(p.grad, reduce_op="mean")
+
+    def on_train_epoch_end(self):
+        super().on_train_epoch_end()
+        if self.trainer.world_size > 1:   # what the averaging must guarantee: every rank holds the same weights
+            local = torch.stack([sum(p.detach().double().sum() for p in net.parameters())
+                                 for net in (self.net, self.generator)])
+            student, generator = self.all_gather(local).view(-1, 2).T.tolist()
+            rank_zero_info(f"[fast_datafree] weight fingerprints per rank after epoch {self.current_epoch}: student "
+                           f"{', '.join(f'{f:.6f}' for f in student)}; generator "
+                           f"{', '.join(f'{f:.6f}' for f in generator)}")
+            if len(set(student)) > 1 or len(set(generator)) > 1:
+                raise RuntimeError(f"[fast_datafree] DDP ranks' weights differ (student {student}, generator "
+                                   f"{generator}): a gradient was not averaged over the processes")
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_s = self.optimizers()

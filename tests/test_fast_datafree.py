@@ -1,12 +1,14 @@
 """method=fast_datafree (lightning_modules/fast_datafree.py): the Reptile meta step, the image pool, the student's
-augmentation, warm-up, and a tiny fit with a BatchNorm teacher (loss.bn); the recipes compose and instantiate."""
+augmentation, warm-up, a tiny fit with a BatchNorm teacher (loss.bn), 2-process CPU DDP; the recipes compose."""
 import copy
+import csv
+import re
 from functools import partial
 
 import lightning as L
 import pytest
 import torch
-from helpers import compose_config
+from helpers import FAST, compose_config, run_cli
 from test_bn_statistics import WEIGHTS, TinyBNNet
 
 from datamodules.data_free import DataFreeDataModule
@@ -139,3 +141,32 @@ def test_recipes_compose_to_the_fast_module(tmp_path, experiment):
     assert cfg.datamodule._target_ == "datamodules.data_free.DataFreeDataModule"
     assert cfg.task_name == "fast_datafree"
     assert cfg.module.generator_steps >= 1 and cfg.loss.bn == 0.0   # the digits teacher (LeNet-5) has no BatchNorm
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_process_cpu_ddp_keeps_the_ranks_weights_equal(tmp_path, monkeypatch):
+    """2-process CPU DDP with a BatchNorm teacher (a ResNet-8 trained on first use for 1 epoch) and loss.bn, as a user
+    types it: every rank synthesizes its own images (different noise) and keeps its own pool, yet after each epoch
+    the student's and the meta generator's weights are the same on both ranks (the module prints and checks the
+    fingerprints) and they moved between the epochs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    proc = run_cli(["experiment=fast_datafree_digits", "trainer=ddp_cpu", "+model@teacher.net=resnet8",
+                    f"teacher.train_if_missing.path={tmp_path / 'resnet8_teacher.pt'}",
+                    "teacher.train_if_missing.max_epochs=1", "loss.bn=1", "loss.bn_momentum=0.9",
+                    "generator.width=8", "module.global_batch_size=16", "datamodule.iterations_per_epoch=2",
+                    "module.generator_steps=2", "module.student_steps=2", "module.warmup_epochs=0",
+                    "trainer.max_epochs=2", "++trainer.limit_val_batches=1", "logger=csv", *FAST],
+                   tmp_path, timeout=900)
+    out = proc.stdout + proc.stderr
+    noise = re.search(r"noise fingerprints of the first iteration per rank: (.*)", out).group(1).split(", ")
+    assert len(noise) == 2 and noise[0] != noise[1]
+    epochs = re.findall(r"weight fingerprints per rank after epoch (\d): student (\S+), (\S+); generator (\S+), (\S+)",
+                        out)
+    assert [e[0] for e in epochs] == ["0", "1"], out[-3000:]
+    for _, s0, s1, g0, g1 in epochs:
+        assert s0 == s1 and g0 == g1
+    assert epochs[0][1] != epochs[1][1] and epochs[0][3] != epochs[1][3]   # both trained in the second epoch
+    assert "[done]" in out and "test/acc" in out
+    logged = {k for row in csv.DictReader(open(proc.run_dir / "csv" / "metrics.csv")) for k, v in row.items() if v}
+    assert "train/loss_bn_epoch" in logged
