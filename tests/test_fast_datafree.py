@@ -131,7 +131,8 @@ def test_bad_settings_and_a_lenet_teacher_with_the_bn_term_are_errors():
         make_module(teacher=LeNet5())
 
 
-@pytest.mark.parametrize("experiment", ["fast_datafree_digits", "metapruning_then_fast_datafree"])
+@pytest.mark.parametrize("experiment", ["fast_datafree_digits", "fast_datafree_mnist_cpu",
+                                        "metapruning_then_fast_datafree"])
 def test_recipes_compose_to_the_fast_module(tmp_path, experiment):
     overrides = [f"experiment={experiment}"]
     if experiment.startswith("metapruning"):
