@@ -12,7 +12,7 @@ PruningNet after BN recalibration on real training images, top-1 on the 180 held
 real search would have said); Spearman's rho between the two scores, and the real score of the synthetic search's
 pick against the best real score among the candidates.
 
-    python bench/metapruning_datafree.py [--seeds 0 1 2] [--real] [--out DIR]
+    python bench/metapruning_datafree.py [--seeds 0 1 2] [--real] [--out DIR] [--picture docs/x.png]
 
 Stages run one at a time (one thread), each in ``<out>/<pipeline>_s<seed>/<stage>``; a stage whose folder holds a
 ``metrics.json`` is read back, so a killed bench resumes. Wall time per stage is printed.
@@ -106,11 +106,27 @@ def agreement(search_dir: Path) -> dict:
     return result
 
 
+def picture(train_dir: Path, out: Path):
+    """64 held synthesized images of a stage-1 run (synthetic_images.pt, each scaled to its own range) | 64 real
+    test images of its data."""
+    from hydra.utils import instantiate
+    from torchvision.utils import make_grid, save_image
+
+    held = torch.load(train_dir / "synthetic_images.pt")["held"][:64]
+    datamodule = instantiate(OmegaConf.load(train_dir / ".hydra" / "config.yaml").data)
+    datamodule.setup()
+    real = next(iter(datamodule.test_dataloader()))[0][:64]
+    grids = [make_grid(x.float(), nrow=8, normalize=True, scale_each=True, pad_value=1.0) for x in (held, real)]
+    save_image(torch.cat([grids[0], torch.ones(grids[0].shape[0], grids[0].shape[1], 8), grids[1]], dim=2), out)
+    print(f"[bench] wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--real", action="store_true", help="also run the real-data pipeline")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench_metapruning_datafree")
+    parser.add_argument("--picture", type=Path, help="write seed 0's held synthesized images beside real ones here")
     args = parser.parse_args()
     names = ["datafree", "real"] if args.real else ["datafree"]
     rows = []
@@ -139,6 +155,8 @@ def main():
     for r in free:
         print(f"| {r['seed']} | {r['candidates']} | {r['spearman']:.2f} | {100 * r['pick_real']:.2f} | "
               f"{100 * r['best_real']:.2f} |")
+    if args.picture:
+        picture(args.out / f"datafree_s{args.seeds[0]}" / "train", args.picture)
 
 
 if __name__ == "__main__":
