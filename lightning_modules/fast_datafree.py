@@ -166,7 +166,31 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
         index = (self.pool_count - 1 - torch.arange(min(n, held), device=self.pool.device)) % self.pool_size
         return self.pool[index]
 
+    def fresh_images(self, n: int) -> torch.Tensor:
+        """``n`` images from latent codes that no training iteration draws (those of rank -2), each batch made as in
+        training (``synthesize``: a copy of the meta generator adapted on it, the lowest-loss images); the meta
+        generator (weights, buffers, gradients) and the BatchNorm moving averages are left as they were."""
+        state = copy.deepcopy(self.generator.state_dict())
+        ema = copy.deepcopy(self.bn_statistics.state_dict()) if self.bn_statistics is not None else None
+        training = self.generator.training
+        self.generator.train()
+        batches = []
+        with torch.enable_grad():
+            for i in range(-(-n // self.batch_size)):
+                batches.append(self.synthesize(self.noise(i, rank=-2))[0])
+        for p in self.generator.parameters():
+            p.grad = None
+        self.generator.load_state_dict(state)
+        self.generator.train(training)
+        if ema is not None:
+            self.bn_statistics.load_state_dict(ema)
+        return torch.cat(batches)[:n]
+
     # -- one iteration ----------------------------------------------------------------------------------------
+    def before_student_step(self, step: int):
+        """Called before KD step ``step`` (``iteration * student_steps + k``; the same on every rank): a hook for
+        subclasses (DataFreePruningNetModule draws the PruningNet's encoding here)."""
+
     def average_gradients(self, params):
         """Mean of the gradients over DDP processes (the backward passes here run outside DDP's forward)."""
         if self._trainer is None or self.trainer.world_size == 1:
@@ -206,7 +230,8 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
         if self.current_epoch >= self.warmup_epochs:
             rng = torch.Generator(device=self.device).manual_seed(
                 (self.base_noise_seed() * 7_919 + (self.global_rank + 1) * 104_729 + iteration) % 2**63)
-            for _ in range(self.student_steps):
+            for k in range(self.student_steps):
+                self.before_student_step(iteration * self.student_steps + k)
                 x = self.pool_batch(rng)
                 with torch.no_grad():
                     t_logits = self.teacher(x)

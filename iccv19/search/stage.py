@@ -1,7 +1,10 @@
 """The search stage of run.py (``method=metapruning_search``): evolutionary search over a trained PruningNet.
 
 Loads the PruningNet from ``search.pruningnet_ckpt``, scores candidates on the datamodule's held-out validation
-split after BatchNorm recalibration on training batches, and writes to the run folder:
+split after BatchNorm recalibration on training batches (``search.data=real``), or, with no image of any data set
+(``search.data=synthetic``), recalibrates on the synthesized images a data-free PruningNet's run saved
+(``search.images``) and scores top-1 agreement with its teacher on its held synthesized images; writes to the run
+folder:
 
 * ``search_state.json``  every generation (atomic); rerunning with ``search.state=<that file>`` resumes
 * ``top_encodings.yaml`` the best ``search.top_k`` encodings with FLOPs, parameters and held-out accuracy, the
@@ -21,7 +24,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from iccv19.core import ConfigError, read_state_dict, state_dict_mismatch
+from iccv19.core import ConfigError, load_checkpoint, read_state_dict, state_dict_mismatch
 from iccv19.networks.flops import COUNTERS, count_flops, count_params
 from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
 from iccv19.search.evaluate import CandidateEvaluator
@@ -124,7 +127,29 @@ def calibration_loader(datamodule, s: DictConfig, seed: int):
                                        num_workers=datamodule.num_workers, pin_memory=datamodule.pin_memory)
 
 
-def scatter_figure(records, uniform, budget: Budget, title: str):
+def synthetic_batches(s: DictConfig):
+    """``search.data=synthetic``: the calibration batches and the (images, teacher's classes) batches of the file a
+    data-free PruningNet's run wrote (``SaveSyntheticImages``; default ``<its run folder>/synthetic_images.pt``, the
+    folder above ``search.pruningnet_ckpt``'s), and the images' shape. No data set is read."""
+    run_dir = Path(str(s.get("pruningnet_ckpt") or ".")).resolve().parent.parent
+    path = s.get("images") or run_dir / "synthetic_images.pt"
+    if not Path(str(path)).is_file():
+        raise ConfigError(f"search.images={s.get('images') or 'null'}: search.data=synthetic needs the synthesized "
+                          f"images of the data-free PruningNet's run and {path} does not exist. Train it with "
+                          f"method=metapruning_datafree (it writes <run dir>/synthetic_images.pt) and set "
+                          f"search.images=<that file>, or search on real images with search.data=real.")
+    saved = load_checkpoint(str(path), "search.images")
+    if not isinstance(saved, dict) or not {"calib", "held", "held_logits"} <= set(saved):
+        raise ConfigError(f"search.images={path}: not a file of synthesized images (expected the keys calib, held, "
+                          f"held_logits that method=metapruning_datafree writes).")
+    calib = list(saved["calib"].split(s.calib_batch_size))[:s.calib_batches]
+    labels = saved["held_logits"].argmax(1)
+    held = list(zip(saved["held"].split(s.calib_batch_size), labels.split(s.calib_batch_size), strict=True))
+    return calib, held, tuple(saved["held"].shape[1:])
+
+
+def scatter_figure(records, uniform, budget: Budget, title: str,
+                   ylabel: str = "held-out top-1 (%) after BN recalibration"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +166,7 @@ def scatter_figure(records, uniform, budget: Budget, title: str):
     for bound in (budget.max_flops, budget.min_flops):
         if bound is not None:
             ax.axvline(bound / 1e6, color="gray", linestyle="--")
-    ax.set(xlabel="MFLOPs (multiply-adds)", ylabel="held-out top-1 (%) after BN recalibration", title=title)
+    ax.set(xlabel="MFLOPs (multiply-adds)", ylabel=ylabel, title=title)
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
@@ -159,18 +184,27 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
     s = cfg.search
     fabric = fabric_from_trainer_config(cfg.trainer)
     fabric.launch()
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    if not datamodule.holdout:
-        raise ConfigError("data.holdout=0: the search scores candidates on a split held out of the training set, "
-                          "never on the test set. Set data.holdout=N (digits: 180; ImageNet: 50000, as the paper).")
+    data = s.get("data") or "real"
+    if data not in ("real", "synthetic"):
+        raise ConfigError(f"search.data={data}: choose 'real' (BN recalibration on training images, top-1 on the "
+                          f"held-out split data.holdout) or 'synthetic' (both on the synthesized images of a "
+                          f"data-free PruningNet, method=metapruning_datafree; top-1 agreement with its teacher).")
+    official_bn = s.get("bn_recalibration") == "official"
+    if data == "synthetic":
+        calib, val, input_shape = synthetic_batches(s)
+    else:
+        datamodule = instantiate(cfg.data)
+        datamodule.setup()
+        if not datamodule.holdout:
+            raise ConfigError("data.holdout=0: the search scores candidates on a split held out of the training set, "
+                              "never on the test set. Set data.holdout=N (digits: 180; ImageNet: 50000, as the paper).")
+        calib, val = calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader()
+        input_shape = tuple(datamodule.input_shape)
     net = load_pruningnet(cfg)
-    input_shape = tuple(datamodule.input_shape)
     table = latency_table_for(net, input_shape, s, cfg.paths.cache_dir, fabric)
     budget, full_flops, full_params = budget_for(net, input_shape, s, table)
-    official_bn = s.get("bn_recalibration") == "official"
-    evaluator = CandidateEvaluator(net, calibration_loader(datamodule, s, s.seed), datamodule.val_dataloader(),
-                                   fabric.device, calib_batches=s.calib_batches if official_bn else None,
+    evaluator = CandidateEvaluator(net, calib, val, fabric.device,
+                                   calib_batches=s.calib_batches if official_bn else None,
                                    val_batches=s.get("val_batches"), momentum=0.1 if official_bn else None)
     output_dir = Path(cfg.paths.output_dir)
     loggers = []
@@ -223,7 +257,8 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
         output = Path(str(s.output)) if s.get("output") else output_dir / "top_encodings.yaml"
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(yaml.safe_dump(top, sort_keys=False, default_flow_style=None))
-        figure = scatter_figure(ranked, uniform_record, budget, f"{net.arch}: {len(ranked)} candidates")
+        figure = scatter_figure(ranked, uniform_record, budget, f"{net.arch}: {len(ranked)} candidates",
+                                *(["agreement with the teacher (%), synthesized"] if data == "synthetic" else []))
         figure.savefig(output_dir / "flops_vs_acc.png")
         log_image(loggers, "search/flops_vs_acc", figure, step=config.generations)
         for logger in loggers:

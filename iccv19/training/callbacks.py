@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
+from iccv19.core import atomic_torch_save
 from iccv19.deploy.speed import measure_latency, measure_throughput, synchronize
 
 
@@ -123,3 +124,25 @@ class SpeedBenchmark(Callback):
                        f"{stats['speed/throughput']:.0f} images/s at batch {self.throughput_batch}")
         for logger in trainer.loggers:
             logger.log_metrics(stats, step=trainer.global_step)
+
+
+class SaveSyntheticImages(Callback):
+    """After fit of a data-free module (``method=metapruning_datafree``, ``fast_datafree``), a held set of
+    synthesized images for a search without training images (``search.data=synthetic``), written to ``path`` by
+    global rank 0: ``calib`` (the newest ``calib_images`` images of the module's pool, what the student trained on,
+    for BatchNorm recalibration), ``held`` (``held_images`` fresh ones that no training step used:
+    ``module.fresh_images``) and ``held_logits`` (the frozen teacher's logits on them: the search's targets)."""
+
+    def __init__(self, path: str, held_images: int = 1024, calib_images: int = 512):
+        self.path, self.held_images, self.calib_images = path, held_images, calib_images
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank != 0:
+            return
+        held = pl_module.fresh_images(self.held_images)
+        with torch.no_grad():
+            logits = torch.cat([pl_module.teacher(x) for x in held.split(256)])
+        calib = pl_module.sample_images(self.calib_images)
+        atomic_torch_save({"calib": calib.cpu(), "held": held.cpu(), "held_logits": logits.cpu()}, self.path)
+        rank_zero_info(f"[synthetic] wrote {self.path}: {len(calib)} calibration and {len(held)} held images "
+                       f"(the teacher's classes: {torch.bincount(logits.argmax(1)).tolist()})")
