@@ -202,6 +202,7 @@ def main():
     parser.add_argument("--search-extra", nargs="*", default=[], help="overrides of the search only")
     parser.add_argument("--jobs", type=int, default=2, help="(data set, seed) pairs at a time, one thread each")
     parser.add_argument("--write", action="store_true", help="write the table into docs/results.md")
+    parser.add_argument("--section", default="metapruning_budgets", help="the docs/results.md section --write replaces")
     args = parser.parse_args()
     args.out = args.out.resolve()   # the runs get absolute paths (each run.py starts in its own folder)
     if "mnist-dev" in args.data and not args.data_root.is_dir():
@@ -223,7 +224,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
     if args.write:
-        write_section("metapruning_budgets", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":
