@@ -1,12 +1,15 @@
 """The CIFAR-10 CPU recipes (docs/results.md, CIFAR-10): they compose to the stated settings, the distillation recipes
 share the student recipe's settings (so the table compares methods, not optimizers), and each trains through one step
 on tiny CIFAR-10 files in torchvision's on-disk format."""
+import inspect
+
 import pytest
 import torch
 from data_files import write_cifar
 from helpers import FAST, compose_config, run_config
 
 from iccv19.networks.cifar_resnet import he_resnet
+from lightning_modules.classifier import ClassifierModule
 
 RECIPES = ["teacher_cifar10_cpu", "student_cifar10_cpu", "kd_cifar10_cpu", "cckd_cifar10_cpu", "dafl_cifar10_cpu"]
 SHARED = ["data.batch_size", "data.num_workers", "data.mean", "data.std", "optimizer", "scheduler",
@@ -92,6 +95,11 @@ def test_metapruning_recipes_compose_on_cifar(tmp_path):
     # the CIFAR ResNet-20 with cckd_cifar10_cpu's loss weights
     for key in ("model", "optimizer", "scheduler", "trainer.max_epochs", "data.batch_size"):
         assert select(compose, key) == select(retrain, key), key
+    # the labels-only row of the same recipe (method=supervised) builds its module: no CCKD-only module keys
+    labels = compose_config(["experiment=metapruning_then_cckd_cifar10_cpu", "method=supervised",
+                             "model.encoding=x.yaml"], tmp_path)
+    inspect.signature(ClassifierModule).bind(**{k: None for k in labels.module if k != "_target_"})
+    assert labels.trainer.gradient_clip_val == compose.trainer.gradient_clip_val
     cckd = compose_config(["experiment=cckd_cifar10_cpu"], tmp_path)
     assert compose.task_name == "cckd" and compose.teacher.net.depth == 20 and compose.trainer.gradient_clip_val == 1
     assert {k: compose.loss[k] for k in ("ce_weight", "kd_weight", "temperature", "beta")} == \
