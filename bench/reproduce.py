@@ -43,10 +43,12 @@ TABLES = {
 FOLDERS = ["cckd_table", "dafl_table", "bench_metapruning_budgets", "cifar10_table", "cifar10_metapruning"]
 
 
-def cifar_teacher(cifar_root: str, workdir: Path = RUNS / "cifar10_table") -> str:
-    """The ResNet-20 checkpoint of bench/cifar10_table.py's teacher run under its ``workdir`` (run before)."""
+def cifar_teacher(cifar_root: str, workdir: Path | None = None) -> str:
+    """The ResNet-20 checkpoint of bench/cifar10_table.py's teacher run under its ``workdir`` (default
+    logs/cifar10_table, where the cifar10 part runs it first)."""
     from cifar10_table import QUIET, TEACHER, checkpoint
 
+    workdir = workdir or RUNS / "cifar10_table"
     root = f"data.root={Path(cifar_root).resolve()}"
     record = cached_run([*TEACHER, root, *QUIET], workdir / "teacher", run_missing=False)
     if record is None:

@@ -64,3 +64,33 @@ def test_frontier_groups_seeds_of_a_recipe_and_splits_budgets():
     assert (first["flops"], first["acc"], first["sd"]) == (pytest.approx(105), pytest.approx(42),
                                                            pytest.approx(math.sqrt(8)))
     assert (first["method"], first["data"]) == ("a", "X") and found[1]["sd"] == 0.0
+
+
+def test_reproduce_cifar10_part_passes_the_tables_teacher_to_the_composition(tmp_path, monkeypatch):
+    """--only cifar10: the CIFAR table, the CIFAR budgets, then the composition from the checkpoint of the teacher run
+    the table made (found in its workdir, not typed); without --cifar-root it is an error."""
+    import reproduce
+
+    teacher = tmp_path / "cifar10_table" / "teacher" / "logs" / "supervised" / "runs" / "t"
+    (teacher / "checkpoints").mkdir(parents=True)
+    cifar = tmp_path / "cifar"
+    from cifar10_table import QUIET, TEACHER
+
+    command = " ".join(["python", "run.py", *TEACHER, f"data.root={cifar.resolve()}", *QUIET])
+    (teacher / "metrics.json").write_text(f'{{"command": "{command}", "metrics": {{}}}}')
+    commands = []
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda args, **kw: commands.append(args[1:]))
+    monkeypatch.setattr(reproduce, "runs_under", lambda folders: [])
+    monkeypatch.setattr(reproduce, "frontier_figure", lambda records: type("F", (), {"savefig": lambda *a, **k: 0}))
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--cifar-root", str(cifar), "--only", "cifar10", "--out",
+                                      str(tmp_path / "f.png")])
+    reproduce.main()
+    assert [c[0] for c in commands] == ["bench/cifar10_table.py", "bench/metapruning_budgets.py",
+                                        "bench/metapruning_compose.py"]
+    compose = commands[2]
+    assert compose[compose.index("--cifar-teacher") + 1] == str(teacher / "checkpoints" / "last.ckpt")
+    assert compose[compose.index("--cifar-root") + 1] == str(cifar.resolve())
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--only", "cifar10"])
+    with pytest.raises(SystemExit):
+        reproduce.main()
