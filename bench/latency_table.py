@@ -11,10 +11,11 @@ run.py`` command (bench/common.py), cached under --out.
     python bench/latency_table.py [--batch-sizes 1 32] [--seed 0] [--rounds 3] [--write] [--train-extra k=v ...]
     python bench/latency_table.py --batch-sizes 32 --fresh-table    (re-measure only: minutes, see below)
 
---write puts the table into the latency section of docs/results.md. --fresh-table re-measures the prediction error
-alone, for a quieter moment of a shared machine: it reuses the cached PruningNet and search of --out (and runs them
-when missing), builds a new table in ``<out>/fresh_batch<b>/`` (replacing the one an earlier --fresh-table built),
-predicts every network of the search's file with it, and times them; the load average is printed before and after.
+--write puts the table into the latency section of docs/results.md (between its latency_table markers).
+--fresh-table re-measures the prediction error alone, for a quieter moment of a shared machine: it reuses the cached
+PruningNet and search of --out (and runs them when missing), builds a new table in ``<out>/fresh_batch<b>/``
+(replacing the one an earlier --fresh-table built), predicts every network of the search's file with it, and times
+them; the load average is printed before and after.
 """
 import argparse
 import os
@@ -170,10 +171,7 @@ def main():
     print(f"\n{text}\n\n({settings['device_name']}, {torch.get_num_threads()} thread, torch {settings['torch']}; "
           f"total {time.time() - start:.0f} s)")
     if args.write:
-        write_section("latency", "## Latency lookup table: predicted vs measured latency\n\n"
-                      f"`python bench/latency_table.py --batch-sizes {' '.join(map(str, args.batch_sizes))}` "
-                      f"({settings['device_name']}, one thread, torch {settings['torch']})."
-                      f"\n\n{text}\n")
+        write_section("latency_table", text)   # the table only, inside the latency section
 
 
 if __name__ == "__main__":
