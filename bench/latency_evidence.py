@@ -17,7 +17,7 @@ network is rebuilt from its encoding and timed alone, one thread, eval and infer
 as the table's entries. It prints the load average before and after, and writes ``measured.json`` beside the runs.
 
     python bench/latency_evidence.py [--data digits] [--seeds 0 1 2] [--budgets 0.7 0.62] [--batch 32] [--write]
-    python bench/latency_evidence.py --measure-only [--rounds 5] [--write]      (about a minute: timing only)
+    python bench/latency_evidence.py --measure-only [--rounds 10] [--write]     (under a minute: timing only)
     python bench/latency_evidence.py --data cifar10 --data-root DIR ...           (data=cifar10, 500 held out)
 
 Why batch 32: at batch 1 this network is dispatch-bound on a CPU (the narrowest network, 3% of the FLOPs, takes
@@ -221,8 +221,8 @@ def main():
     p.add_argument("--retrain-extra", nargs="*", default=[])
     p.add_argument("--out", type=Path, default=ROOT / "logs" / "bench_latency_evidence")
     p.add_argument("--measure-only", action="store_true", help="time the finished runs' networks; start no run")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--write", action="store_true", help="write the tables into docs/results.md")
     a = p.parse_args()
     a.out = a.out.resolve()
