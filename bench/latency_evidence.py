@@ -19,6 +19,7 @@ as the table's entries. It prints the load average before and after, and writes 
     python bench/latency_evidence.py [--data digits] [--seeds 0 1 2] [--budgets 0.7 0.62] [--batch 32] [--write]
     python bench/latency_evidence.py --measure-only [--rounds 10] [--write]     (under a minute: timing only)
     python bench/latency_evidence.py --data cifar10 --data-root DIR ...           (data=cifar10, 500 held out)
+        [--pruningnets CKPT ...]   (PruningNets trained elsewhere, one per seed: no training stage)
 
 Why batch 32: at batch 1 this network is dispatch-bound on a CPU (the narrowest network, 3% of the FLOPs, takes
 87% of the full one's time, docs/results.md), so no budget below 87% is feasible; at batch 32 it measures 20-40%.
@@ -85,10 +86,13 @@ def seed_runs(seed: int, a, run_missing: bool) -> dict | None:
     def go(args):
         return cached_run(args, folder, run_missing)
 
-    train = go([a.train_exp, "test=false", *base, *a.train_extra])
-    if train is None:
-        return None
-    ckpt = Path(train["run_dir"]) / "checkpoints" / "last.ckpt"
+    if a.pruningnets:   # trained elsewhere, one per seed in --seeds order
+        train, ckpt = None, Path(a.pruningnets[a.seeds.index(seed)]).resolve()
+    else:
+        train = go([a.train_exp, "test=false", *base, *a.train_extra])
+        if train is None:
+            return None
+        ckpt = Path(train["run_dir"]) / "checkpoints" / "last.ckpt"
     out, top = {"train": train}, None
     for budget in a.budgets:
         search = [a.search_exp, *base, f"search.pruningnet_ckpt={ckpt}",
@@ -216,6 +220,7 @@ def main():
     p.add_argument("--train-exp", default="experiment=metapruning_digits")
     p.add_argument("--search-exp", default="experiment=metapruning_digits_search")
     p.add_argument("--retrain-exp", default="experiment=metapruning_digits_retrain")
+    p.add_argument("--pruningnets", nargs="*", default=[], help="trained PruningNet checkpoints, one per seed")
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--search-extra", nargs="*", default=[])
     p.add_argument("--retrain-extra", nargs="*", default=[])
@@ -228,6 +233,8 @@ def main():
     a.out = a.out.resolve()
     if a.data != "digits" and a.data_root is None:
         sys.exit("--data-root is required for --data cifar10")
+    if a.pruningnets and len(a.pruningnets) != len(a.seeds):
+        sys.exit(f"--pruningnets: {len(a.pruningnets)} checkpoints for {len(a.seeds)} seeds; give one per seed")
     torch.set_num_threads(1)
     start = time.time()
     runs = {}

@@ -83,9 +83,9 @@ def fake_runs(tmp_path, monkeypatch, finished=None):
                 "wall_time_s": 1.0}
 
     monkeypatch.setattr(ev, "cached_run", fake)
-    a = SimpleNamespace(out=tmp_path, data="digits", data_root=None, budgets=[0.5], batch=32,
-                        train_exp="experiment=t", search_exp="experiment=s_search", retrain_exp="experiment=r",
-                        train_extra=[], search_extra=[], retrain_extra=[])
+    a = SimpleNamespace(out=tmp_path, data="digits", data_root=None, budgets=[0.5], batch=32, pruningnets=[],
+                        seeds=[0, 1], train_exp="experiment=t", search_exp="experiment=s_search",
+                        retrain_exp="experiment=r", train_extra=[], search_extra=[], retrain_extra=[])
     return asked, a
 
 
@@ -110,3 +110,13 @@ def test_measure_only_leaves_out_a_seed_with_unfinished_runs(tmp_path, monkeypat
     (tmp_path / "digits").mkdir()
     asked, a = fake_runs(tmp_path, monkeypatch, finished=4)
     assert ev.seed_runs(0, a, run_missing=False) is None and len(asked) == 4
+
+
+def test_pruningnets_trained_elsewhere_skip_the_training_stage(tmp_path, monkeypatch):
+    (tmp_path / "cifar10").mkdir()
+    asked, a = fake_runs(tmp_path, monkeypatch)
+    a.data, a.data_root, a.pruningnets = "cifar10", tmp_path, ["/x/seed0.ckpt", "/x/seed1.ckpt"]
+    ev.seed_runs(1, a, run_missing=True)
+    assert len(asked) == 6 and not any(r[0] == "experiment=t" for r in asked)
+    assert f"search.pruningnet_ckpt={Path('/x/seed1.ckpt').resolve()}" in asked[0]
+    assert {"data=cifar10", f"data.root={tmp_path.resolve()}", "data.holdout=500"} <= set(asked[0])
