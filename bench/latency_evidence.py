@@ -181,7 +181,7 @@ def cell(rows: list[dict], key: str, scale: float, digits: int) -> str:
 
 
 def table(rows: list[dict], budgets: list[float], batch: int) -> str:
-    lines = [f"| budget (of full latency at batch {batch}) | network | seeds | test top-1 % | MFLOPs | params "
+    lines = [f"| budget (of the full network's predicted latency at batch {batch}) | network | seeds | test top-1 % | MFLOPs | params "
              f"| latency batch 1 ms | latency batch {batch} ms | images/s at batch {batch} | speed-up batch 1 "
              f"| speed-up batch {batch} | FLOP reduction |", "|---" * 12 + "|"]
     for budget in ["full", *budgets]:
