@@ -181,9 +181,9 @@ def cell(rows: list[dict], key: str, scale: float, digits: int) -> str:
 
 
 def table(rows: list[dict], budgets: list[float], batch: int) -> str:
-    lines = [f"| budget (of the full network's predicted latency at batch {batch}) | network | seeds | test top-1 % | MFLOPs | params "
-             f"| latency batch 1 ms | latency batch {batch} ms | images/s at batch {batch} | speed-up batch 1 "
-             f"| speed-up batch {batch} | FLOP reduction |", "|---" * 12 + "|"]
+    lines = [f"| budget (of the full network's predicted latency at batch {batch}) | network | seeds | test top-1 % "
+             f"| MFLOPs | params | latency batch 1 ms | latency batch {batch} ms | images/s at batch {batch} "
+             f"| speed-up batch 1 | speed-up batch {batch} | FLOP reduction |", "|---" * 12 + "|"]
     for budget in ["full", *budgets]:
         for kind in (["full"] if budget == "full" else KINDS):
             rs = [r for r in rows if r["budget"] == budget and r["kind"] == kind]
