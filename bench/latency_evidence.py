@@ -22,7 +22,7 @@ as the table's entries. It prints the load average before and after, and writes 
         [--pruningnets CKPT ...]   (PruningNets trained elsewhere, one per seed: no training stage)
 
 Why batch 32: at batch 1 this network is dispatch-bound on a CPU (the narrowest network, 3% of the FLOPs, takes
-87% of the full one's time, docs/results.md), so no budget below 87% is feasible; at batch 32 it measures 20-40%.
+87% of the full one's time, docs/results.md), so no budget below 87% is feasible; at batch 32 it measures 18-47%.
 Why 0.7 and 0.62: the budgets are fractions of the full network's *predicted* latency (what search.max_latency=0.7
 means), and the table at batch 32 predicts the narrowest network at 55% of the full one, so 50% and 35% are
 infeasible for the search; docs/results.md gives the measured fractions.
