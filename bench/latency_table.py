@@ -9,10 +9,16 @@ error (predicted / measured - 1) and the measured speed-up against the FLOP redu
 run.py`` command (bench/common.py), cached under --out.
 
     python bench/latency_table.py [--batch-sizes 1 32] [--seed 0] [--rounds 3] [--write] [--train-extra k=v ...]
+    python bench/latency_table.py --batch-sizes 32 --fresh-table    (re-measure only: minutes, see below)
 
---write puts the table into the latency section of docs/results.md.
+--write puts the table into the latency section of docs/results.md (between its latency_table markers).
+--fresh-table re-measures the prediction error alone, for a quieter moment of a shared machine: it reuses the cached
+PruningNet and search of --out (and runs them when missing), builds a new table in ``<out>/fresh_batch<b>/``
+(replacing the one an earlier --fresh-table built), predicts every network of the search's file with it, and times
+them; the load average is printed before and after.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -50,8 +56,9 @@ def search_once(ckpt: Path, batch: int, budget: str, seed: int, out: Path, extra
         return {"error": error}
 
 
-def measure_networks(top: dict, rounds: int, repeats: int) -> list[dict]:
-    """Every network of the search's file (and the full and narrowest ones), timed in interleaved rounds."""
+def measure_networks(top: dict, rounds: int, repeats: int, table: LatencyTable | None = None) -> list[dict]:
+    """Every network of the search's file (and the full and narrowest ones), timed in interleaved rounds; predicted
+    by ``table`` when given, else as the search recorded them."""
     genes = len(top["gene_names"])
     nets = [("searched", r) for r in top["top"]] + [("random", r) for r in top["random"]]
     nets += [("uniform", top["uniform"]), ("full", {"encoding": [30] * genes}),
@@ -61,7 +68,8 @@ def measure_networks(top: dict, rounds: int, repeats: int) -> list[dict]:
     for group, record in nets:
         net = narrow_network(top["arch"], top["arch_kwargs"], record["encoding"]).eval()
         rows.append({"group": group, "encoding": record["encoding"], "net": net, "times": [],
-                     "flops": count_flops(net, shape), "predicted": record.get("latency_ms")})
+                     "flops": count_flops(net, shape),
+                     "predicted": table.predict(net) if table is not None else record.get("latency_ms")})
     for _ in range(rounds):
         for row in rows:
             row["times"].append(measure_latency(row["net"], shape, batch, "cpu", 5, repeats, "min"))
@@ -79,7 +87,7 @@ def summarize(batch: int, top: dict, rows: list[dict]) -> dict:
     b = top["budget"]
     return {"batch": batch, "n": len(scored), "median_abs_error": statistics.median(abs(e) for e in errors),
             "median_error": statistics.median(errors), "max_abs_error": max(abs(e) for e in errors),
-            "full_predicted": b["full_latency_ms"], "full_measured": full["measured"],
+            "full_predicted": full["predicted"] or b["full_latency_ms"], "full_measured": full["measured"],
             "narrowest_measured_fraction": by["narrowest"][0]["measured"] / full["measured"],
             "budget_ms": b["max_latency_ms"], "best_measured_fraction": best["measured"] / full["measured"],
             "best_flops_fraction": best["flops"] / full["flops"], "best_val_acc": top["top"][0]["val_acc"],
@@ -118,6 +126,7 @@ def main():
     parser.add_argument("--train-extra", nargs="*", default=[])
     parser.add_argument("--search-extra", nargs="*", default=[])
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--fresh-table", action="store_true", help="rebuild the table, re-predict and re-measure")
     args = parser.parse_args()
     args.out = args.out.resolve()
     torch.set_num_threads(1)   # as the searches' tables (bench/common runs run.py with one thread)
@@ -140,7 +149,19 @@ def main():
         if top["budget"]["latency_threads"] != torch.get_num_threads():
             raise ConfigError(f"the table was built with {top['budget']['latency_threads']} threads, this process "
                               f"runs {torch.get_num_threads()}")
-        rows = measure_networks(top, args.rounds, args.repeats)
+        fresh = None
+        if args.fresh_table:
+            load, begun = os.getloadavg()[0], time.time()
+            fresh = LatencyTable(load_pruningnet_of(train), (1, 32, 32), args.out / f"fresh_batch{batch}",
+                                 batch_size=batch)
+            fresh.path.unlink(missing_ok=True)
+            fresh.build()
+            print(f"[bench] batch {batch}: fresh table in {time.time() - begun:.0f} s (load average {load:.2f} "
+                  f"before, {os.getloadavg()[0]:.2f} after): {fresh.describe()}", flush=True)
+        load = os.getloadavg()[0]
+        rows = measure_networks(top, args.rounds, args.repeats, fresh)
+        print(f"[bench] batch {batch}: measured {len(rows)} networks (load average {load:.2f} before, "
+              f"{os.getloadavg()[0]:.2f} after)", flush=True)
         summaries.append({**summarize(batch, top, rows), "budget": budget})
         for r in rows:
             print(f"[bench] batch {batch} {r['group']:9s} predicted {r['predicted'] or float('nan'):8.3f} ms, "
@@ -150,10 +171,7 @@ def main():
     print(f"\n{text}\n\n({settings['device_name']}, {torch.get_num_threads()} thread, torch {settings['torch']}; "
           f"total {time.time() - start:.0f} s)")
     if args.write:
-        write_section("latency", "## Latency lookup table: predicted vs measured latency\n\n"
-                      f"`python bench/latency_table.py --batch-sizes {' '.join(map(str, args.batch_sizes))}` "
-                      f"({settings['device_name']}, one thread, torch {settings['torch']})."
-                      f"\n\n{text}\n")
+        write_section("latency_table", text)   # the table only, inside the latency section
 
 
 if __name__ == "__main__":
