@@ -40,7 +40,8 @@ TABLES = {
                     ["bench/metapruning_compose.py", "--data", "digits", "mnist-dev", "--data-root", "{data_root}",
                      "--write"]],
 }
-FOLDERS = ["cckd_table", "dafl_table", "bench_metapruning_budgets", "cifar10_table", "cifar10_metapruning"]
+FOLDERS = ["cckd_table", "dafl_table", "bench_metapruning_budgets", "cifar10_table/teacher", "cifar10_table/test",
+           "cifar10_metapruning"]   # cifar10_table/select: held-out comparisons (fewer training images), not drawn
 
 
 def cifar_teacher(cifar_root: str, workdir: Path | None = None) -> str:
