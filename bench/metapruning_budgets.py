@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, mean_sd, pm, run, write_section  # noqa: E402
+from common import ROOT, mean_sd, pm, run, spearman, write_section  # noqa: E402
 
 MNIST_DEV = ROOT.parent / "shared" / "data" / "mnist-dev"   # the default --data-root
 CIFAR10_DEV = ROOT.parent / "shared" / "data" / "cifar10-dev"   # the default --cifar-root
@@ -53,30 +53,6 @@ def data_args(data: str, root: Path = MNIST_DEV) -> list[str]:
 def root_of(data: str, args) -> Path:
     """The data root a bench's ``--data-root`` (MNIST) or ``--cifar-root`` gives ``data``."""
     return args.cifar_root if data == "cifar10" else args.data_root
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged); nan when one side is flat."""
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / norm if norm else float("nan")
 
 
 def above_line(row: dict) -> float:

@@ -28,7 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, pm  # noqa: E402
+from common import ROOT, pm, spearman  # noqa: E402
 
 BUDGET = ["search.max_flops=0.1", "search.min_flops=0.09", "search.random_choices=[0,9]"]
 PIPELINES = {
@@ -62,18 +62,6 @@ def pipeline(name: str, seed: int, out: Path) -> dict:
     encodings = d / "search" / "top_encodings.yaml"
     records["retrain"] = stage(d / "retrain", [*retrain, f"seed={seed}", f"model.encoding={encodings}"])
     return records
-
-
-def ranks(values: list[float]) -> torch.Tensor:
-    """Ranks (1 = smallest), ties sharing their mean rank."""
-    v = torch.tensor(values, dtype=torch.float64)
-    r = torch.empty_like(v)
-    r[v.argsort()] = torch.arange(1, len(v) + 1, dtype=torch.float64)
-    return torch.stack([r[v == x].mean() for x in v])
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    return float(torch.corrcoef(torch.stack([ranks(a), ranks(b)]))[0, 1])
 
 
 def real_scores(search_dir: Path, encodings: list[list[int]]) -> list[float]:

@@ -8,7 +8,8 @@ import pytest
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-from metapruning_budgets import above_line, ranking, ranks, spearman  # noqa: E402
+from common import ranks, spearman  # noqa: E402
+from metapruning_budgets import above_line, ranking  # noqa: E402
 from reproduce import groups  # noqa: E402
 
 
