@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
-from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
-from iccv19.networks.teacher import FrozenTeacher  # noqa: E402
 from lightning_modules.kd import KDModule  # noqa: E402
+from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
+from netcompress.networks.lenet import LeNet5, lenet5_half  # noqa: E402
+from netcompress.networks.teacher import FrozenTeacher  # noqa: E402
 
 PAIRS = {  # name: (student factory, teacher factory, input shape)
     "lenet": (lambda: lenet5_half(10, 1), lambda: LeNet5(10, 1), (1, 32, 32)),

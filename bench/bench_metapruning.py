@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository 
 
 
 def build(arch, size, pruning, device):
-    from iccv19.networks.pruningnet import build_pruningnet
+    from netcompress.networks.pruningnet import build_pruningnet
 
     shape = (1, 32, 32) if size == "small" else (3, 224, 224)
     classes = 10 if size == "small" else 1000
@@ -121,9 +121,9 @@ def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
     """Both BN recalibrations on a trained digits PruningNet (``--bn-recal <last.ckpt>``): held-out top-1 of random
     encodings, and how much a score moves when the same encoding is scored again (the official reshuffles)."""
     from datamodules.digits import DigitsDataModule
-    from iccv19.core import read_state_dict
-    from iccv19.networks.pruningnet import build_pruningnet
-    from iccv19.search.evaluate import CandidateEvaluator
+    from netcompress.core import read_state_dict
+    from netcompress.networks.pruningnet import build_pruningnet
+    from netcompress.search.evaluate import CandidateEvaluator
 
     torch.set_num_threads(threads)
     dm = DigitsDataModule(batch_size=64, holdout=180)
@@ -151,8 +151,8 @@ def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
 
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
-    from iccv19.networks.pruningnet import build_pruningnet
-    from iccv19.search.evaluate import CandidateEvaluator
+    from netcompress.networks.pruningnet import build_pruningnet
+    from netcompress.search.evaluate import CandidateEvaluator
 
     torch.set_num_threads(threads)
     dm = DigitsDataModule(batch_size=128, holdout=180)

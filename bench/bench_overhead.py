@@ -39,14 +39,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench_cckd import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
 
-from iccv19.networks.cifar_resnet import he_resnet  # noqa: E402
-from iccv19.networks.generator import DAFLGenerator  # noqa: E402
-from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
-from iccv19.networks.pruningnet import build_pruningnet  # noqa: E402
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.dafl import GeneratorThenStudentModule  # noqa: E402
 from lightning_modules.kd import KDModule  # noqa: E402
 from lightning_modules.pruningnet import PruningNetModule  # noqa: E402
+from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
+from netcompress.networks.generator import DAFLGenerator  # noqa: E402
+from netcompress.networks.lenet import LeNet5, lenet5_half  # noqa: E402
+from netcompress.networks.pruningnet import build_pruningnet  # noqa: E402
 
 WARMUP, BATCH = 5, 64
 SIZES = {  # size: (student, teacher, input shape, classes, DAFL generator width)

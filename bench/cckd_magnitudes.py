@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cckd import criterion  # noqa: E402
 
-from iccv19.core import load_checkpoint  # noqa: E402
-from iccv19.losses.correlation import correlation_congruence_loss  # noqa: E402
-from iccv19.networks.lenet import LeNet5, lenet5_half  # noqa: E402
 from lightning_modules.teacher import build_teacher  # noqa: E402
+from netcompress.core import load_checkpoint  # noqa: E402
+from netcompress.losses.correlation import correlation_congruence_loss  # noqa: E402
+from netcompress.networks.lenet import LeNet5, lenet5_half  # noqa: E402
 
 FORMS = {  # label: (normalize, variant, reduction)
     "paper: normalized, squared, mean over n^2 (loss=cckd)": (True, "paper", "mean"),

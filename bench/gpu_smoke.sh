@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU smoke test for the day a GPU is at hand: every method runs a few training steps on ONE GPU (trainer=gpu:
-# bf16-mixed) and prints its median step time and peak CUDA memory (iccv19.training.callbacks.StepStats), then the
+# bf16-mixed) and prints its median step time and peak CUDA memory (netcompress.callbacks.StepStats), then the
 # MetaPruning search runs two tiny generations on the GPU. Everything on the embedded digits set: nothing to download.
 #
 #   bash bench/gpu_smoke.sh                      # ~2-3 minutes on one GPU
 #   STEPS=50 bash bench/gpu_smoke.sh             # more steps per method
-#   OPTIONS="+callbacks.compile._target_=iccv19.training.callbacks.CompileNet" bash bench/gpu_smoke.sh
-#   OPTIONS="+callbacks.channels_last._target_=iccv19.training.callbacks.ChannelsLast" bash bench/gpu_smoke.sh
+#   OPTIONS="+callbacks.compile._target_=netcompress.callbacks.CompileNet" bash bench/gpu_smoke.sh
+#   OPTIONS="+callbacks.channels_last._target_=netcompress.callbacks.ChannelsLast" bash bench/gpu_smoke.sh
 #   TRAINER=cpu STEPS=3 bash bench/gpu_smoke.sh  # the same script on a CPU (checks the script, not the GPU)
 #
 # Exits 2 with a message when no CUDA GPU is visible; 1 when a method fails (its error is printed).
@@ -27,7 +27,7 @@ fi
 
 COMMON=("trainer=$TRAINER" trainer.max_epochs=1000 "+trainer.max_steps=$STEPS" +trainer.limit_val_batches=2
         +trainer.limit_test_batches=2 logger=none callbacks.progress_bar=null callbacks.model_summary=null
-        +callbacks.step_stats._target_=iccv19.training.callbacks.StepStats)
+        +callbacks.step_stats._target_=netcompress.callbacks.StepStats)
 failed=0
 run() {  # run <name> <run.py arguments...>: prints the step-stats line, or the error
     local name=$1; shift

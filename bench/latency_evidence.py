@@ -1,6 +1,6 @@
 """Latency-searched vs FLOPs-searched vs uniform-width MetaPruning networks at equal measured latency (issue 23
 item 4). Per seed: train the small MobileNetV2 PruningNet (``--train-exp``), then per latency budget (a fraction of
-the full network's latency at ``--batch``, as predicted by the lookup table of iccv19/search/latency.py, which the
+the full network's latency at ``--batch``, as predicted by the lookup table of netcompress/search/latency.py, which the
 search builds once and caches in ``<out>/<data>/.cache``):
 
 - a latency search in the window [0.9 x budget, budget] (``search.max_latency`` / ``search.min_latency``, the table
@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ROOT, cached_run, mean_sd, pm, write_section  # noqa: E402
 
-from iccv19.deploy.speed import measure_latency, speed_settings  # noqa: E402
-from iccv19.networks.pruningnet import MAX_CHOICE, narrow_network  # noqa: E402
+from netcompress.deploy.speed import measure_latency, speed_settings  # noqa: E402
+from netcompress.networks.pruningnet import MAX_CHOICE, narrow_network  # noqa: E402
 
 # random candidates of the search's first generation: choice ids whose predicted latency at batch 32 averages
 # inside the window (ids 2..18: 66% of the full network's, 0..10: 61%; all 31 ids: 72%)

@@ -1,4 +1,4 @@
-"""How well MetaPruning's latency lookup table (iccv19/search/latency.py) predicts the measured latency of whole
+"""How well MetaPruning's latency lookup table (netcompress/search/latency.py) predicts the measured latency of whole
 networks (issue 23 item 1). Trains the digits PruningNet once, then per batch size builds the table (on this CPU,
 one thread, in the folder the search reads it from), runs a search under ``search.max_latency`` = midway between the
 narrowest and the full network's predicted latency, and times every network the search wrote to
@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ROOT, cached_run, write_section  # noqa: E402
 
-from iccv19.core import ConfigError  # noqa: E402
-from iccv19.deploy.speed import measure_latency, speed_settings  # noqa: E402
-from iccv19.networks.flops import count_flops  # noqa: E402
-from iccv19.networks.pruningnet import narrow_network  # noqa: E402
-from iccv19.search.latency import LatencyTable  # noqa: E402
+from netcompress.core import ConfigError  # noqa: E402
+from netcompress.deploy.speed import measure_latency, speed_settings  # noqa: E402
+from netcompress.networks.flops import count_flops  # noqa: E402
+from netcompress.networks.pruningnet import narrow_network  # noqa: E402
+from netcompress.search.latency import LatencyTable  # noqa: E402
 
 
 def load_pruningnet_of(train: dict):

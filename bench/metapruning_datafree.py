@@ -69,8 +69,8 @@ def real_scores(search_dir: Path, encodings: list[list[int]]) -> list[float]:
     held-out split of the data the PruningNet run validated on (digits: 180 images)."""
     from hydra.utils import instantiate
 
-    from iccv19.search.evaluate import CandidateEvaluator
-    from iccv19.search.stage import calibration_loader, load_pruningnet
+    from netcompress.search.evaluate import CandidateEvaluator
+    from netcompress.stages.search import calibration_loader, load_pruningnet
 
     cfg = OmegaConf.load(search_dir / ".hydra" / "config.yaml")
     datamodule = instantiate(cfg.data)

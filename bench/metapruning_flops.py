@@ -10,8 +10,8 @@ from pathlib import Path
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iccv19.networks.flops import count_flops  # noqa: E402
-from iccv19.networks.pruningnet import MAX_CHOICE, mobilenetv1, resnet  # noqa: E402
+from netcompress.networks.flops import count_flops  # noqa: E402
+from netcompress.networks.pruningnet import MAX_CHOICE, mobilenetv1, resnet  # noqa: E402
 
 SHAPE = (3, 224, 224)
 

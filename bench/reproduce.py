@@ -165,9 +165,9 @@ def main():
     if args.wandb:
         import wandb
 
-        from iccv19.training.loggers import wandb_api_key_configured
+        from netcompress.reporting.loggers import wandb_api_key_configured
 
-        run = wandb.init(project="iccv19-compression", job_type="reproduce", dir=str(RUNS),
+        run = wandb.init(project="netcompress", job_type="reproduce", dir=str(RUNS),
                          mode="online" if wandb_api_key_configured() else "offline")
         run.log({"frontier": wandb.Image(str(args.out))})
         run.finish()

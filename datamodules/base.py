@@ -8,7 +8,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from datamodules.samplers import bind_teacher_features
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 class ClassificationDataModule(L.LightningDataModule):

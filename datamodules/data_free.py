@@ -14,7 +14,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from datamodules.base import ClassificationDataModule
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 class DataFreeDataModule(L.LightningDataModule):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 class RankBatchSampler(Sampler):

@@ -11,7 +11,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from datamodules.base import ClassificationDataModule
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 def _require(root, folder: str, what: str, layout: str, download_hint: bool = True):

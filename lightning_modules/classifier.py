@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from iccv19.networks.flops import count_flops, count_params
+from netcompress.networks.flops import count_flops, count_params
 
 
 class ClassifierModule(L.LightningModule):
@@ -68,7 +68,7 @@ class ClassifierModule(L.LightningModule):
         ``logits`` and labels ``y``, the epoch's training top-1/top-5 accuracy is logged as ``train/acc`` and
         ``train/acc_top5``. The step values go straight to the loggers (``logger.log_metrics``), at the steps and
         with the step and epoch columns Lightning gives its on_step values, and ``prog_bar``'s to the progress bar
-        (iccv19.training.callbacks.ProgressBar reads ``progress_bar_values``): a ``self.log`` per value and step costs
+        (netcompress.callbacks.ProgressBar reads ``progress_bar_values``): a ``self.log`` per value and step costs
         a sizeable share of a small network's step on a CPU (docs/results.md, per-step overhead)."""
         means = torch.stack([v.detach() for v in values.values()]).float()   # bf16 sums would drift
         sums = means * batch_size

@@ -20,7 +20,7 @@ class balance is enforced across ranks rather than per rank (the per-rank defaul
 the same per-rank batch does). On one process both are the same.
 
 BatchNorm statistics (``loss.bn > 0``, an option, not DAFL): the teacher's forward on the generated batch runs with
-hooks on its BatchNorm layers (iccv19/losses/bn_statistics.py, registered for that call only) and DeepInversion's
+hooks on its BatchNorm layers (netcompress/losses/bn_statistics.py, registered for that call only) and DeepInversion's
 distance between the batch statistics and the running ones joins the generator loss, logged as ``train/loss_bn``.
 Per rank: each process compares its own batch's statistics (see that module).
 
@@ -37,11 +37,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchvision.utils import make_grid
 
-from iccv19.core import ConfigError
-from iccv19.losses.bn_statistics import BatchNormStatistics, batchnorm_layers
-from iccv19.losses.dafl import DAFLLoss
-from iccv19.training.images import log_image
 from lightning_modules.distillation import DistillationModule
+from netcompress.core import ConfigError
+from netcompress.losses.bn_statistics import BatchNormStatistics, batchnorm_layers
+from netcompress.losses.dafl import DAFLLoss
+from netcompress.reporting.images import log_image
 
 
 class TrainingDiverged(ConfigError):
@@ -71,7 +71,7 @@ class GeneratorThenStudentModule(DistillationModule):
                  log_teacher_accuracy: bool = True):
         if not isinstance(loss, DAFLLoss):
             raise ConfigError(f"loss={type(loss).__name__}: method=dafl needs DAFL's criterion; choose loss=dafl "
-                              f"(or dafl_cifar10, dafl_cifar100), which instantiate iccv19.losses.dafl.DAFLLoss.")
+                              f"(or dafl_cifar10, dafl_cifar100), which instantiate netcompress.losses.dafl.DAFLLoss.")
         super().__init__(net, teacher, optimizer, loss, scheduler, 0.0, scheduler_interval, log_teacher_accuracy)
         for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 2):

@@ -8,9 +8,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.classifier import ClassifierModule
+from netcompress.core import ConfigError
+from netcompress.networks.teacher import FrozenTeacher
 
 # The frozen teacher is in eval mode on purpose (FrozenTeacher): Lightning's "N modules in eval mode" notice at
 # fit start is about it, every run, and is nothing a user should act on.
@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 class DistillationModule(ClassifierModule):
     """``net`` (the student) learns from ``teacher`` (never trained: wrapped in ``FrozenTeacher``).
 
-    criterion: the ``loss`` config group, instantiated (an ``nn.Module`` from ``iccv19.losses``); its settings
+    criterion: the ``loss`` config group, instantiated (an ``nn.Module`` from ``netcompress.losses``); its settings
     are saved as ``hparams["loss"]`` (``criterion.config`` where it has one). Subclasses compute their loss with
     it in ``training_step``.
     log_teacher_accuracy: log ``{val,test}/teacher_acc`` (and top-5) beside the student's.

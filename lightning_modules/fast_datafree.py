@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.losses.dafl import student_loss
 from lightning_modules.dafl import GeneratorThenStudentModule
+from netcompress.core import ConfigError
+from netcompress.losses.dafl import student_loss
 
 
 def random_shift_and_flip(images: torch.Tensor, padding: int, flip: bool, rng: torch.Generator) -> torch.Tensor:

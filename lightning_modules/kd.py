@@ -1,17 +1,17 @@
 """Every logit/feature distillation method (KD, CCKD, DKD, ...): a student learns from a frozen teacher with the
-``loss`` criterion, an ``nn.Module`` from ``iccv19/losses/`` called as
+``loss`` criterion, an ``nn.Module`` from ``netcompress/losses/`` called as
 
     total, terms = criterion(logits, teacher_logits, targets, features, teacher_features, context=LossContext(...))
 
 ``terms`` are the unweighted terms, each logged as ``train/loss_<name>`` (``_step`` and ``_epoch``); ``context``
-(``iccv19.losses.context.LossContext``) holds the epoch, the global step and the batch's sample indices where the
+(``netcompress.losses.context.LossContext``) holds the epoch, the global step and the batch's sample indices where the
 data gives them. A ``_partial_`` criterion (e.g. ``CCKDLoss``, which owns embeddings) is completed here with
 ``student_dim`` and ``teacher_dim`` (the networks' feature sizes); as a submodule its parameters are checkpointed and
 trained by this module's optimizer. A criterion with a ``figure(features, teacher_features, targets, epoch)``
 method (CCKD's correlation heatmap) has it logged as ``train/<criterion.figure_name>`` every
 ``heatmap_every_n_epochs`` epochs.
 
-The teacher backbone never trains: it is a ``iccv19.networks.teacher.FrozenTeacher`` (no gradients, eval mode
+The teacher backbone never trains: it is a ``netcompress.networks.teacher.FrozenTeacher`` (no gradients, eval mode
 forever) and its forward pass runs under ``no_grad``. Samplers that need the teacher (SUR) get it from
 ``DistillationModule.setup``.
 """
@@ -21,10 +21,10 @@ from functools import partial
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.losses.context import LossContext
-from iccv19.training.images import log_image
 from lightning_modules.distillation import DistillationModule
+from netcompress.core import ConfigError
+from netcompress.losses.context import LossContext
+from netcompress.reporting.images import log_image
 
 
 class KDModule(DistillationModule):

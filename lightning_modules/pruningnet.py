@@ -11,7 +11,7 @@ Two trainers share this (``RandomEncodings``): ``PruningNetModule`` learns from 
 ``DataFreePruningNetModule`` (``method=metapruning_datafree``) learns from a frozen teacher on synthesized images,
 with ``method=fast_datafree``'s meta generator and image pool (lightning_modules/fast_datafree.py): each of its KD
 steps on pool images draws its own encoding, and at the end of training it leaves a held set of synthesized images
-with the teacher's predictions in the run folder (``iccv19.training.callbacks.SaveSyntheticImages``), which the
+with the teacher's predictions in the run folder (``netcompress.callbacks.SaveSyntheticImages``), which the
 search scores candidates on (``search.data=synthetic``). No training image is read in either stage.
 
 Speed: the gradients are freed between steps (Lightning's ``zero_grad(set_to_none=True)``). Zeroing them in place

@@ -8,9 +8,9 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from iccv19.core import atomic_torch_save
-from iccv19.networks.teacher import FrozenTeacher, load_weights
 from lightning_modules.classifier import ClassifierModule
+from netcompress.core import atomic_torch_save
+from netcompress.networks.teacher import FrozenTeacher, load_weights
 
 
 def build_teacher(net: nn.Module, checkpoint: str | None = None, train_if_missing: dict | None = None,

@@ -1,4 +1,4 @@
-"""The BatchNorm-statistics term (loss.bn, iccv19/losses/bn_statistics.py): hand-computed values, zero on a batch
+"""The BatchNorm-statistics term (loss.bn, netcompress/losses/bn_statistics.py): hand-computed values, zero on a batch
 that matches the running statistics, the moving average, hooks that never outlive a forward, the error on a teacher
 without BatchNorm, and the term inside DAFL's module."""
 import math
@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.losses.bn_statistics import BatchNormStatistics, batch_statistics, batchnorm_layers
-from iccv19.losses.dafl import DAFLLoss
-from iccv19.networks.generator import DAFLGenerator
-from iccv19.networks.lenet import LeNet5, lenet5_half
-from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import GeneratorThenStudentModule
+from netcompress.core import ConfigError
+from netcompress.losses.bn_statistics import BatchNormStatistics, batch_statistics, batchnorm_layers
+from netcompress.losses.dafl import DAFLLoss
+from netcompress.networks.generator import DAFLGenerator
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.teacher import FrozenTeacher
 
 WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False,
                adversarial=0.0, bn=0.0, bn_momentum=0.0)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helpers import FAST, run_cli, run_config
 
-from iccv19.core import find_config_error
+from netcompress.core import find_config_error
 
 pytestmark = pytest.mark.e2e   # every test here runs run.py or a Trainer fit
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from iccv19.losses.correlation import correlation_congruence_loss, correlation_matrix
-from iccv19.losses.kd import kd_loss
+from netcompress.losses.correlation import correlation_congruence_loss, correlation_matrix
+from netcompress.losses.kd import kd_loss
 
 E = math.exp(-0.8)  # exp(-2 gamma) with gamma = 0.4
 

@@ -11,13 +11,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from iccv19.core import ConfigError
-from iccv19.losses.cckd import CCKDLoss
-from iccv19.losses.correlation import correlation_congruence_loss, correlation_matrix
-from iccv19.losses.kd import KDLoss
-from iccv19.networks.lenet import LeNet5, lenet5_half
-from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.kd import KDModule
+from netcompress.core import ConfigError
+from netcompress.losses.cckd import CCKDLoss
+from netcompress.losses.correlation import correlation_congruence_loss, correlation_matrix
+from netcompress.losses.kd import KDLoss
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.teacher import FrozenTeacher
 
 
 def make_loss(name: str = "cckd", **overrides):
@@ -179,7 +179,7 @@ def test_yaml_is_the_one_source_of_defaults_and_saved_as_hparams(name):
     for key, value in own.items():
         if key not in ("defaults", "_partial_", "_target_", "beta"):
             assert saved[key] == value, key
-    assert saved["_target_"] == own.get("_target_", "iccv19.losses.cckd.CCKDLoss")
+    assert saved["_target_"] == own.get("_target_", "netcompress.losses.cckd.CCKDLoss")
     if name != "kd":
         assert (saved["student_dim"], saved["teacher_dim"]) == (60, 120)
         assert saved["beta"] == (0.5 if name == "cckd" else own["beta"])

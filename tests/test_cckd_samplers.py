@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from datamodules.samplers import ClassUniformBatchSampler, RandomBatchSampler, SuperclassUniformBatchSampler
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 # 10 classes of unequal sizes (23..41 samples).
 LABELS = np.repeat(np.arange(10), [23, 41, 30, 35, 28, 40, 33, 25, 38, 31])

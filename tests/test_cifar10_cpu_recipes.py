@@ -8,8 +8,8 @@ import torch
 from data_files import write_cifar
 from helpers import FAST, compose_config, run_config
 
-from iccv19.networks.cifar_resnet import he_resnet
 from lightning_modules.classifier import ClassifierModule
+from netcompress.networks.cifar_resnet import he_resnet
 
 RECIPES = ["teacher_cifar10_cpu", "student_cifar10_cpu", "kd_cifar10_cpu", "cckd_cifar10_cpu", "dafl_cifar10_cpu"]
 SHARED = ["data.batch_size", "data.num_workers", "data.mean", "data.std", "optimizer", "scheduler",

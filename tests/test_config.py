@@ -51,13 +51,14 @@ def test_trainer_options_instantiate(tmp_path, name):
 
 @pytest.mark.parametrize("group", ["logger", "callbacks"])
 def test_logger_and_callback_options_instantiate(tmp_path, group):
-    import run
+    from netcompress.config import instantiate_all
+    from netcompress.reporting.loggers import finish_wandb
 
     for name in options(group):
         cfg = compose_config([f"{group}={name}"], tmp_path)
-        for obj in run.instantiate_all(cfg.get(group)):
+        for obj in instantiate_all(cfg.get(group)):
             assert obj is not None
-        run.finish_wandb()
+        finish_wandb()
 
 
 @pytest.mark.parametrize("group", ["method", "teacher", "loss", "experiment", "hparams_search"])
@@ -69,7 +70,7 @@ def test_other_group_options_compose(tmp_path, group):
 
 
 def test_teacher_options_build(tmp_path):
-    from iccv19.networks.cifar_resnet import resnet34
+    from netcompress.networks.cifar_resnet import resnet34
 
     path = tmp_path / "teacher.pt"
     torch.save(resnet34(10).state_dict(), path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from helpers import compose_config, run_cli
 
-from iccv19.search.stage import retrain_command
+from netcompress.stages.search import retrain_command
 
 NOISE = ("Trainer already configured", "Tip:", "GPU available", "TPU available", "LeafSpec", "_pytree")
 
@@ -20,7 +20,7 @@ def test_retrain_hint_of_a_search_without_a_recipe_composes_to_supervised_retrai
     assert hint[:2] == ["python", "run.py"] and f"model.encoding={encoding}" in hint
     printed = compose_config(hint[2:], tmp_path / "retrain")
     assert printed.module._target_ == "lightning_modules.classifier.ClassifierModule"
-    assert printed.model._target_ == "iccv19.networks.pruningnet.build_pruned"
+    assert printed.model._target_ == "netcompress.networks.pruningnet.build_pruned"
     assert printed.data.batch_size == 32 and printed.stage == "fit"
 
 

@@ -121,7 +121,7 @@ def test_recipes_compose_with_their_stated_values(tmp_path, name):
     assert module.optimizer._target_ == f"torch.optim.{expected['opt_s']}" and module.optimizer.lr == expected["lr_s"]
     assert module.generator_optimizer._target_ == "torch.optim.Adam"
     assert module.generator_optimizer.lr == expected["lr_g"]
-    assert loss._target_ == "iccv19.losses.dafl.DAFLLoss"
+    assert loss._target_ == "netcompress.losses.dafl.DAFLLoss"
     assert (loss.oh, loss.a, loss.ie) == expected["weights"]
     assert (loss.log_base, loss.temperature, loss.activation) == \
         (expected["log_base"], expected["temperature"], expected["activation"])

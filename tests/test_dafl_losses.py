@@ -7,9 +7,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from iccv19.core import ConfigError
-from iccv19.losses.dafl import DAFLLoss, activation_loss, information_entropy_loss, one_hot_loss, student_loss
-from iccv19.networks.generator import DAFLGenerator
+from netcompress.core import ConfigError
+from netcompress.losses.dafl import DAFLLoss, activation_loss, information_entropy_loss, one_hot_loss, student_loss
+from netcompress.networks.generator import DAFLGenerator
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -17,7 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def criterion(**overrides) -> DAFLLoss:
     """conf/loss/dafl.yaml, the one source of the defaults, with ``overrides``."""
     values = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "loss" / "dafl.yaml"), overrides))
-    assert values.pop("_target_") == "iccv19.losses.dafl.DAFLLoss"
+    assert values.pop("_target_") == "netcompress.losses.dafl.DAFLLoss"
     return DAFLLoss(**values)
 
 LN3, LN4 = math.log(3.0), math.log(4.0)

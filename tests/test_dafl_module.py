@@ -9,12 +9,12 @@ import torch
 
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
-from iccv19.core import ConfigError
-from iccv19.losses.dafl import DAFLLoss
-from iccv19.networks.generator import DAFLGenerator
-from iccv19.networks.lenet import LeNet5, lenet5_half
-from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.dafl import GeneratorThenStudentModule, TrainingDiverged
+from netcompress.core import ConfigError
+from netcompress.losses.dafl import DAFLLoss
+from netcompress.networks.generator import DAFLGenerator
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.teacher import FrozenTeacher
 
 MNIST_WEIGHTS = dict(oh=1.0, a=0.1, ie=5.0, log_base=10, temperature=1.0, activation="mean", global_ie=False,
                      adversarial=0.0, bn=0.0, bn_momentum=0.0)
@@ -172,7 +172,7 @@ def test_student_scheduler_steps_per_epoch_and_survives_resume(tmp_path):
 
 def test_the_criterion_settings_are_saved():
     module = make_module(loss={"ie": 20.0})
-    assert module.hparams["loss"] == {**MNIST_WEIGHTS, "ie": 20.0, "_target_": "iccv19.losses.dafl.DAFLLoss"}
+    assert module.hparams["loss"] == {**MNIST_WEIGHTS, "ie": 20.0, "_target_": "netcompress.losses.dafl.DAFLLoss"}
 @pytest.mark.e2e
 def test_global_batch_is_split_across_processes_and_must_divide(tmp_path):
     module = make_module(batch_size=None, global_batch_size=12)

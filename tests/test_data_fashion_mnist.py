@@ -7,7 +7,7 @@ from data_files import write_mnist
 from helpers import FAST, compose_config, run_config
 from hydra.utils import instantiate
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 MEAN, STD = 0.2860, 0.3530   # the normalization the YAML states
 

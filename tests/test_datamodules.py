@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from datamodules.digits import DigitsDataModule
 from datamodules.vision import ImageNetDataModule
-from iccv19.core import ConfigError, find_config_error
+from netcompress.core import ConfigError, find_config_error
 
 
 def first_batch(loader):

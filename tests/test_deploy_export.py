@@ -13,8 +13,8 @@ from helpers import FAST, compose_config, run_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from iccv19.core import ConfigError
-from iccv19.deploy.export import load_trained_network
+from netcompress.core import ConfigError
+from netcompress.stages.export import load_trained_network
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

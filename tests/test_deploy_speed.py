@@ -1,4 +1,4 @@
-"""Measured speed: iccv19/deploy/speed.py and the SpeedBenchmark callback's keys in metrics.json."""
+"""Measured speed: netcompress/deploy/speed.py and the SpeedBenchmark callback's keys in metrics.json."""
 import json
 import time
 
@@ -7,7 +7,7 @@ import torch
 from helpers import FAST, run_config
 from torch import nn
 
-from iccv19.deploy.speed import measure_latency, measure_throughput, time_call
+from netcompress.deploy.speed import measure_latency, measure_throughput, time_call
 
 
 class Sleeper(nn.Module):

@@ -6,9 +6,9 @@ import torch
 from helpers import compose_config
 from hydra.utils import instantiate
 
-from iccv19.losses.context import LossContext
-from iccv19.losses.dkd import DKDLoss, dkd_terms
-from iccv19.losses.kd import kd_loss
+from netcompress.losses.context import LossContext
+from netcompress.losses.dkd import DKDLoss, dkd_terms
+from netcompress.losses.kd import kd_loss
 
 
 def two_samples():
@@ -61,7 +61,7 @@ def test_identical_outputs_distil_nothing_and_gradients_are_finite():
 
 
 def test_bad_values_name_the_key():
-    from iccv19.core import ConfigError
+    from netcompress.core import ConfigError
     with pytest.raises(ConfigError, match="loss.temperature"):
         DKDLoss(1.0, 1.0, 8.0, 0.0, 20)
     with pytest.raises(ConfigError, match="loss.beta"):
@@ -73,14 +73,14 @@ def test_bad_values_name_the_key():
 def test_composes_into_the_kd_module(overrides, tmp_path):
     cfg = compose_config(overrides, tmp_path)
     assert cfg.module._target_ == "lightning_modules.kd.KDModule"
-    assert cfg.loss._target_ == "iccv19.losses.dkd.DKDLoss"
+    assert cfg.loss._target_ == "netcompress.losses.dkd.DKDLoss"
     if "loss=dkd" in overrides:   # the whole module, with the digits teacher and the dkd criterion
         cfg.teacher.checkpoint = None
         module = instantiate(cfg.module, _convert_="object")
         x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
         out = module.losses(x, y, LossContext(epoch=0))
         assert {"loss", "loss_ce", "loss_tckd", "loss_nckd"} <= set(out)
-        assert module.hparams["loss"]["_target_"] == "iccv19.losses.dkd.DKDLoss"
+        assert module.hparams["loss"]["_target_"] == "netcompress.losses.dkd.DKDLoss"
     else:   # mdistiller's ResNet-56 -> ResNet-20 recipe
         assert (cfg.loss.beta, cfg.loss.temperature, cfg.loss.warmup, cfg.optimizer.lr) == (2.0, 4.0, 20, 0.05)
         assert list(cfg.scheduler.milestones) == [150, 180, 210] and cfg.trainer.max_epochs == 240

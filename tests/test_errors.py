@@ -13,9 +13,9 @@ from helpers import ROOT, compose_config, run_cli, run_config
 from hydra.utils import instantiate
 from omegaconf.errors import MissingMandatoryValue
 
-from iccv19.core import ConfigError, find_config_error
-from iccv19.networks.cifar_resnet import he_resnet
-from iccv19.networks.lenet import LeNet5
+from netcompress.core import ConfigError, find_config_error
+from netcompress.networks.cifar_resnet import he_resnet
+from netcompress.networks.lenet import LeNet5
 
 # Every run of the table is cut short in case a row is not refused (it must be: the test fails then).
 SHORT = ["logger=none", "callbacks=none", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
@@ -175,8 +175,8 @@ def test_a_bench_script_without_its_data_prints_run_pys_line(tmp_path):
 
 
 def test_foreign_search_state_and_encoding_files_are_clear_errors(tmp_path):
-    from iccv19.networks.pruningnet import load_encoding_file
-    from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig
+    from netcompress.networks.pruningnet import load_encoding_file
+    from netcompress.search.evolution import Budget, EvolutionarySearch, SearchConfig
 
     text = tmp_path / "notes.txt"
     text.write_text("{ not json: [")

@@ -13,12 +13,12 @@ from test_bn_statistics import WEIGHTS, TinyBNNet
 
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
-from iccv19.core import ConfigError
-from iccv19.losses.dafl import DAFLLoss
-from iccv19.networks.generator import DAFLGenerator
-from iccv19.networks.lenet import LeNet5, lenet5_half
-from iccv19.networks.teacher import FrozenTeacher
 from lightning_modules.fast_datafree import MetaGeneratorModule, random_shift_and_flip
+from netcompress.core import ConfigError
+from netcompress.losses.dafl import DAFLLoss
+from netcompress.networks.generator import DAFLGenerator
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.teacher import FrozenTeacher
 
 
 def make_module(teacher=None, meta_lr=1.0, loss=None, **kwargs):

@@ -1,4 +1,4 @@
-"""MetaPruning's latency lookup table (iccv19/search/latency.py) and the search's latency budget, on a tiny
+"""MetaPruning's latency lookup table (netcompress/search/latency.py) and the search's latency budget, on a tiny
 MobileNetV2 family (6 genes: stem, 2 stages, 3 blocks; at most 48 channels)."""
 import itertools
 import json
@@ -11,10 +11,10 @@ import yaml
 from helpers import run_config
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.networks.pruningnet import build_pruningnet
-from iccv19.search.evolution import Budget, resolve_budget
-from iccv19.search.latency import LatencyTable, covering_encodings, fit_correction, fit_line, trace_layers
+from netcompress.core import ConfigError
+from netcompress.networks.pruningnet import build_pruningnet
+from netcompress.search.evolution import Budget, resolve_budget
+from netcompress.search.latency import LatencyTable, covering_encodings, fit_correction, fit_line, trace_layers
 
 TINY = dict(stem_width=8, stage_widths=(4, 8), stage_repeats=(1, 2), stage_strides=(1, 2), last_channels=8)
 SHAPE = (1, 32, 32)   # the digits' images, as the search below sees them

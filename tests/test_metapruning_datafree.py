@@ -13,12 +13,12 @@ from hydra.utils import instantiate
 from datamodules.base import ClassificationDataModule
 from datamodules.data_free import DataFreeDataModule
 from datamodules.digits import DigitsDataModule
-from iccv19.core import ConfigError
-from iccv19.networks.lenet import LeNet5
-from iccv19.search.evaluate import CandidateEvaluator
-from iccv19.search.stage import load_pruningnet
-from iccv19.training.callbacks import SaveSyntheticImages
 from lightning_modules.pruningnet import DataFreePruningNetModule
+from netcompress.callbacks import SaveSyntheticImages
+from netcompress.core import ConfigError
+from netcompress.networks.lenet import LeNet5
+from netcompress.search.evaluate import CandidateEvaluator
+from netcompress.stages.search import load_pruningnet
 
 TINY = ["module.global_batch_size=16", "module.generator_steps=1", "module.student_steps=2", "module.warmup_epochs=0",
         "module.image_every_n_epochs=0"]

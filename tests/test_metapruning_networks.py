@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.networks.flops import count_flops, count_params
-from iccv19.networks.pruningnet import ARCHS, RATIOS, build_pruned, build_pruningnet, narrow_network, width
-from iccv19.networks.pruningnet.meta import ChoiceBatchNorm2d, MetaConv2d
+from netcompress.core import ConfigError
+from netcompress.networks.flops import count_flops, count_params
+from netcompress.networks.pruningnet import ARCHS, RATIOS, build_pruned, build_pruningnet, narrow_network, width
+from netcompress.networks.pruningnet.meta import ChoiceBatchNorm2d, MetaConv2d
 
 
 def test_ratio_list_and_widths():

@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.networks.flops import count_flops
-from iccv19.networks.pruningnet import build_pruningnet, official_weight_decay
-from iccv19.search.evaluate import recalibrate_bn
-from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig
-from iccv19.training.schedules import linear_epoch_start, quarters_epoch_start
+from netcompress.core import ConfigError
+from netcompress.networks.flops import count_flops
+from netcompress.networks.pruningnet import build_pruningnet, official_weight_decay
+from netcompress.schedules import linear_epoch_start, quarters_epoch_start
+from netcompress.search.evaluate import recalibrate_bn
+from netcompress.search.evolution import Budget, EvolutionarySearch, SearchConfig
 
 # recipe: (global batch, lr, weight decay, label smoothing, epochs, official_weight_decay groups)
 TRAINING = {
@@ -201,7 +201,7 @@ def test_lighting_shifts_at_most_one_gray_level_as_official():
 
 def test_imagenet_crop_scale_is_checked():
     from datamodules.vision import ImageNetDataModule
-    from iccv19.core import ConfigError
+    from netcompress.core import ConfigError
 
     with pytest.raises(ConfigError, match="data.crop_scale"):
         ImageNetDataModule(root="/nowhere", crop_scale=[0.5, 0.1])
@@ -219,7 +219,7 @@ def test_composition_recipes_put_the_pruned_network_under_the_method(recipe, mod
     path = tmp_path / "enc.yaml"
     path.write_text(yaml.safe_dump(ENCODING))
     cfg = compose_config([f"experiment={recipe}", f"model.encoding={path}"], tmp_path)
-    assert cfg.module._target_ == module and cfg.model._target_ == "iccv19.networks.pruningnet.build_pruned"
+    assert cfg.module._target_ == module and cfg.model._target_ == "netcompress.networks.pruningnet.build_pruned"
     net = instantiate(cfg.model)
     assert net.encoding == [5] * 11 and net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     if recipe == "metapruning_then_cckd":

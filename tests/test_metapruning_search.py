@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.search.evaluate import CandidateEvaluator, recalibrate_bn, top1
-from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
+from netcompress.core import ConfigError
+from netcompress.search.evaluate import CandidateEvaluator, recalibrate_bn, top1
+from netcompress.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
 
 GENES, CHOICES = 6, 31
 
@@ -133,7 +133,7 @@ def test_bn_recalibration_and_top1():
 
 
 def test_candidate_evaluator_scores_each_encoding_of_a_pruningnet():
-    from iccv19.networks.pruningnet import build_pruningnet
+    from netcompress.networks.pruningnet import build_pruningnet
 
     torch.manual_seed(0)
     net = build_pruningnet("mobilenetv1", "small", 10, 1)

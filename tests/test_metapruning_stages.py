@@ -12,9 +12,9 @@ import yaml
 from helpers import FAST, run_config
 from lightning.pytorch.callbacks import Callback
 
-from iccv19.core import ConfigError
-from iccv19.networks.flops import count_flops
-from iccv19.networks.pruningnet import build_pruned
+from netcompress.core import ConfigError
+from netcompress.networks.flops import count_flops
+from netcompress.networks.pruningnet import build_pruned
 
 pytestmark = pytest.mark.e2e   # every test here runs the stages through run.run or a Trainer
 
@@ -80,7 +80,7 @@ def test_killed_search_stage_resumes(tmp_path):
               f"search.state={tmp_path / 'state.json'}"]
     full = run_config(search, tmp_path / "full")
     (tmp_path / "state.json").unlink()
-    import iccv19.search.evaluate as evaluate
+    import netcompress.search.evaluate as evaluate
 
     original, calls = evaluate.CandidateEvaluator.__call__, []
 
@@ -115,8 +115,8 @@ def test_same_encoding_on_both_ranks_of_cpu_ddp(tmp_path):
     import lightning as L
 
     from datamodules.digits import DigitsDataModule
-    from iccv19.networks.pruningnet import build_pruningnet
     from lightning_modules.pruningnet import PruningNetModule
+    from netcompress.networks.pruningnet import build_pruningnet
 
     module = PruningNetModule(build_pruningnet("resnet", "small", 10, 1), partial(torch.optim.SGD, lr=0.01),
                               encoding_seed=3)

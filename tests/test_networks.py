@@ -2,11 +2,11 @@ import pytest
 import torch
 import torchvision
 
-from iccv19.core import ConfigError
-from iccv19.networks.cifar_resnet import he_resnet, resnet18, resnet34
-from iccv19.networks.flops import count_flops, count_params
-from iccv19.networks.lenet import LeNet5, lenet5_half
-from iccv19.networks.torchvision_models import TorchvisionClassifier
+from netcompress.core import ConfigError
+from netcompress.networks.cifar_resnet import he_resnet, resnet18, resnet34
+from netcompress.networks.flops import count_flops, count_params
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.torchvision_models import TorchvisionClassifier
 
 
 @pytest.mark.parametrize("make, in_ch, size, feature_dim", [

@@ -7,7 +7,7 @@ from helpers import FAST, compose_config, run_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 METHODS = ["supervised", "kd", "cckd", "dafl", "metapruning"]
 DATA = {  # data group: (writer, extra overrides, expected student and teacher networks)
@@ -67,7 +67,7 @@ def test_a_data_set_without_a_pair_composes_with_the_networks_named(tmp_path):
         run_config(["data=fashion_mnist", "model=lenet5_half"], tmp_path)   # method=cckd distills from a teacher
     cfg = compose_config(["data=fashion_mnist", "model=lenet5_half", "teacher=checkpoint", "model@teacher.net=lenet5",
                           "teacher.checkpoint=/t.ckpt"], tmp_path)
-    assert (cfg.model._target_, cfg.teacher.net._target_) == ("iccv19.networks.lenet.lenet5_half",
-                                                              "iccv19.networks.lenet.LeNet5")
+    assert (cfg.model._target_, cfg.teacher.net._target_) == ("netcompress.networks.lenet.lenet5_half",
+                                                              "netcompress.networks.lenet.LeNet5")
     assert cfg.module.net == cfg.model and cfg.module.teacher == cfg.teacher
     assert compose_config(["data=fashion_mnist", "model=lenet5_half", "method=supervised"], tmp_path).teacher is None

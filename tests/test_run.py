@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from wandb_records import history, offline_runs, run_info
 
 from datamodules.digits import DigitsDataModule
-from iccv19.core import ConfigError
-from iccv19.networks.lenet import LeNet5
 from lightning_modules.teacher import build_teacher
+from netcompress.core import ConfigError
+from netcompress.networks.lenet import LeNet5
 
 
 def csv_rows(run_dir: Path) -> list[dict]:

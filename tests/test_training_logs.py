@@ -77,16 +77,16 @@ def test_progress_bar_updates_every_n_batches_and_at_the_epoch_end(tmp_path):
 
 
 def test_model_summary_has_no_flops_column_and_the_right_totals(tmp_path, caplog):
-    """iccv19.training.summary.ModelSummary (conf/callbacks/default.yaml) prints Lightning's layer table without the
-    FLOPs column that reads 0, and the parameter totals of the network (Linear 4 -> 6: 30 parameters)."""
+    """netcompress.reporting.summary.ModelSummary (conf/callbacks/default.yaml) prints Lightning's layer table without
+    the FLOPs column that reads 0, and the parameter totals of the network (Linear 4 -> 6: 30 parameters)."""
     import logging
 
-    from iccv19.training.summary import ModelSummary
+    from netcompress.reporting.summary import ModelSummary
 
     x, y = torch.randn(4, 4), torch.randint(0, 6, (4,))
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, callbacks=[ModelSummary(max_depth=2)],
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with caplog.at_level(logging.INFO, logger="iccv19.training.summary"):
+    with caplog.at_level(logging.INFO, logger="netcompress.reporting.summary"):
         trainer.fit(ClassifierModule(Linear(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1)),
                     DataLoader(TensorDataset(x, y), batch_size=4))
     table = caplog.text

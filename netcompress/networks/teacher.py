@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iccv19.core import ConfigError, read_state_dict, state_dict_mismatch
+from netcompress.core import ConfigError, read_state_dict, state_dict_mismatch
 
 
 class FrozenTeacher(nn.Module):

@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.losses.correlation import (
+from netcompress.core import ConfigError
+from netcompress.losses.correlation import (
     KERNELS,
     REDUCTIONS,
     VARIANTS,
     correlation_congruence_loss,
     correlation_matrix,
 )
-from iccv19.losses.kd import KDLoss
+from netcompress.losses.kd import KDLoss
 
 EMBED_INITS = ("default", "orthogonal")
 

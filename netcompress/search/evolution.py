@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from iccv19.core import ConfigError, atomic_write_text
+from netcompress.core import ConfigError, atomic_write_text
 
 Encoding = tuple
 
@@ -25,7 +25,7 @@ Encoding = tuple
 @dataclass
 class Budget:
     """Feasible set: ``min_flops <= flops <= max_flops``, ``params <= max_params`` and ``min_latency <= latency <=
-    max_latency`` (milliseconds predicted by a latency lookup table, iccv19/search/latency.py; None = no bound).
+    max_latency`` (milliseconds predicted by a latency lookup table, netcompress/search/latency.py; None = no bound).
 
     ``measure(encoding) -> (flops, params)`` or ``(flops, params, latency_ms)`` is memoized here; ``cost`` returns
     ``(flops, params, latency_ms or None)``.

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 def dkd_terms(logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,

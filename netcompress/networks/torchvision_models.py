@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 class TorchvisionClassifier(nn.Module):

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -22,8 +22,8 @@ class KDLoss(nn.Module):
     ``kd_weight=1/T^2`` to reproduce that case at T != 1 (its CCKD recipe uses T = 1, where both agree).
 
     ``forward(logits, teacher_logits, targets, features=None, teacher_features=None, context=None)`` (the
-    ``KDModule`` criterion interface; ``context``: ``iccv19.losses.context.LossContext``) returns the weighted total
-    and the unweighted terms ``{"ce": .., "kd": ..}`` (logged as ``train/loss_ce``, ``train/loss_kd``).
+    ``KDModule`` criterion interface; ``context``: ``netcompress.losses.context.LossContext``) returns the weighted
+    total and the unweighted terms ``{"ce": .., "kd": ..}`` (logged as ``train/loss_ce``, ``train/loss_kd``).
     ``config``: the init arguments as plain values (saved as the module's ``hparams["loss"]``).
     """
 

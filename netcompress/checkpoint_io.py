@@ -1,7 +1,7 @@
 """Checkpoints written atomically: a killed run never leaves a truncated ``last.ckpt`` behind."""
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from iccv19.core import atomic_torch_save
+from netcompress.core import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

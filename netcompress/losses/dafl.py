@@ -30,7 +30,7 @@ term come from the module with the student's weights held fixed (``adversarial_l
 generator only; the student keeps learning by KD.
 
 ``bn`` (an option, not DAFL: 0 in every DAFL recipe): DeepInversion's BatchNorm-statistics term
-(iccv19/losses/bn_statistics.py), ``L_G += bn * L_bn``: the generated batch's per-channel mean and variance at the
+(netcompress/losses/bn_statistics.py), ``L_G += bn * L_bn``: the generated batch's per-channel mean and variance at the
 input of every BatchNorm of the teacher against that layer's running statistics. The module records ``L_bn`` with
 forward hooks on the teacher and passes it in (``bn_loss``); ``bn_momentum`` blends in a moving average of past
 batches' statistics (Fast-Datafree). A teacher without BatchNorm layers is a configuration error (the module's).
@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.core import ConfigError
-from iccv19.losses.kd import kd_loss
+from netcompress.core import ConfigError
+from netcompress.losses.kd import kd_loss
 
 ACTIVATIONS = ("mean", "sum")
 

@@ -2,7 +2,7 @@
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LinearLR, MultiStepLR
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 def linear_epoch_start(optimizer: Optimizer, epochs: int) -> LinearLR:

@@ -1,6 +1,6 @@
 """Lightning callbacks of our own: the progress bar and the speed benchmark of conf/callbacks/default.yaml, and
 opt-in ones for measuring and speeding up training without touching the LightningModules. Add one from the command
-line: ``+callbacks.step_stats._target_=iccv19.training.callbacks.StepStats``."""
+line: ``+callbacks.step_stats._target_=netcompress.callbacks.StepStats``."""
 import resource
 import statistics
 import time
@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
-from iccv19.core import atomic_torch_save
-from iccv19.deploy.speed import measure_latency, measure_throughput, synchronize
+from netcompress.core import atomic_torch_save
+from netcompress.deploy.speed import measure_latency, measure_throughput, synchronize
 
 
 class ProgressBar(RichProgressBar):

@@ -24,14 +24,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from iccv19.core import ConfigError, load_checkpoint, read_state_dict, state_dict_mismatch
-from iccv19.networks.flops import COUNTERS, count_flops, count_params
-from iccv19.networks.pruningnet import NUM_CHOICES, RATIOS
-from iccv19.search.evaluate import CandidateEvaluator
-from iccv19.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
-from iccv19.search.latency import LatencyTable
-from iccv19.training.build import fabric_from_trainer_config, instantiate_all
-from iccv19.training.images import log_image
+from netcompress.config import fabric_from_trainer_config, instantiate_all
+from netcompress.core import ConfigError, load_checkpoint, read_state_dict, state_dict_mismatch
+from netcompress.networks.flops import COUNTERS, count_flops, count_params
+from netcompress.networks.pruningnet import NUM_CHOICES, RATIOS
+from netcompress.reporting.images import log_image
+from netcompress.search.evaluate import CandidateEvaluator
+from netcompress.search.evolution import Budget, EvolutionarySearch, SearchConfig, resolve_budget
+from netcompress.search.latency import LatencyTable
 
 
 def load_pruningnet(cfg: DictConfig):

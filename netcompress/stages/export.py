@@ -7,7 +7,6 @@ node: a pruned narrow network ``model=pruned`` too) and loaded with the checkpoi
 the export run's folder: ``network.torchscript.pt`` (traced and frozen) and ``network.onnx`` (dynamic batch
 size). Both are checked against the eager network on a batch (max |difference| <= ``export.tolerance``), and the
 eager, TorchScript and onnxruntime latencies are measured side by side on the CPU with the same thread count."""
-import warnings
 from pathlib import Path
 
 import torch
@@ -15,9 +14,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iccv19.core import ConfigError, atomic_output, read_state_dict, state_dict_mismatch
-from iccv19.deploy.speed import example_input, measure_latency, time_call
-from iccv19.networks.flops import count_flops, count_params
+from netcompress.core import ConfigError, read_state_dict, state_dict_mismatch
+from netcompress.deploy.export import to_onnx, to_torchscript
+from netcompress.deploy.speed import example_input, measure_latency, time_call
+from netcompress.networks.flops import count_flops, count_params
 
 FIX = "point ckpt_path at <run dir>/checkpoints/last.ckpt of a training run of run.py (stage=fit)"
 
@@ -82,26 +82,6 @@ def load_trained_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, tuple,
     data = run_cfg.data
     input_shape = (int(data.in_channels), int(data.image_size), int(data.image_size))
     return net.eval(), input_shape, run_cfg
-
-
-def to_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path) -> torch.jit.ScriptModule:
-    """Traced (logits only) and frozen (BatchNorm folded into the convolutions), saved atomically."""
-    with warnings.catch_warnings():   # torch.jit is deprecated in torch 2.x but still the one self-contained format
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            scripted = torch.jit.freeze(torch.jit.trace(net, x))
-        with atomic_output(path) as tmp:
-            torch.jit.save(scripted, str(tmp))
-    return scripted
-
-
-def to_onnx(net: torch.nn.Module, x: torch.Tensor, path: Path, opset: int) -> None:
-    """ONNX with a dynamic batch dimension (input ``images``, output ``logits``), saved atomically. The TorchScript
-    exporter (``dynamo=False``): the torch.export one needs the onnxscript package besides."""
-    with warnings.catch_warnings(), atomic_output(path) as tmp:
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(tmp), input_names=["images"], output_names=["logits"], opset_version=opset,
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
 
 
 def export(cfg: DictConfig) -> dict[str, float]:

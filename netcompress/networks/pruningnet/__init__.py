@@ -9,9 +9,16 @@ from pathlib import Path
 
 import yaml
 
-from iccv19.core import ConfigError
-from iccv19.networks.pruningnet import mobilenetv1, mobilenetv2, resnet
-from iccv19.networks.pruningnet.meta import MAX_CHOICE, NUM_CHOICES, RATIOS, PruningNet, official_weight_decay, width
+from netcompress.core import ConfigError
+from netcompress.networks.pruningnet import mobilenetv1, mobilenetv2, resnet
+from netcompress.networks.pruningnet.meta import (
+    MAX_CHOICE,
+    NUM_CHOICES,
+    RATIOS,
+    PruningNet,
+    official_weight_decay,
+    width,
+)
 
 ARCHS = {
     "mobilenetv2": (mobilenetv2.MobileNetV2PruningNet, mobilenetv2),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.networks.pruningnet.meta import (
+from netcompress.networks.pruningnet.meta import (
     MAX_CHOICE,
     ChoiceBatchNorm2d,
     MetaConv2d,

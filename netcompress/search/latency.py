@@ -13,7 +13,7 @@ overhead dominates) a slope would fit the measuring noise.
 
 The table is built once: the narrow networks of a covering set of encodings (every pair of choices at every pair of
 genes, an orthogonal array of 31 x 31 rows, so every convolution's (in, out) widths occur) are traced, and each
-distinct layer is timed alone in eval and inference mode (``iccv19.deploy.speed``). Every time in the table is the
+distinct layer is timed alone in eval and inference mode (``netcompress.deploy.speed``). Every time in the table is the
 fastest of its repeats: on a shared machine the median of a millisecond-long network absorbs other processes'
 time slices far more often than that of a 20-microsecond layer, and the two would not add up. It is cached
 atomically as JSON under ``<cache_dir>/latency/`` keyed by the family (arch and its widths), input shape, device,
@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iccv19.core import atomic_write_text
-from iccv19.deploy.speed import example_input, measure_latency, speed_settings, time_forward
-from iccv19.networks.pruningnet import NUM_CHOICES
+from netcompress.core import atomic_write_text
+from netcompress.deploy.speed import example_input, measure_latency, speed_settings, time_forward
+from netcompress.networks.pruningnet import NUM_CHOICES
 
 PRIME = 31   # NUM_CHOICES: the orthogonal array (a + g * b) mod 31 covers every pair of choices at any 2 of 32 genes
 

@@ -1,9 +1,10 @@
-"""Building what every stage needs from the config: loggers and callbacks, a check of the trainer settings, and a
-Fabric for stages that run their own loop (the MetaPruning search) from the same ``trainer`` config as ``Trainer``
-stages."""
+"""Reading the composed config: the checks made before anything is built, the loggers and callbacks every stage
+needs, a Fabric for stages that run their own loop (the MetaPruning search) from the same ``trainer`` config as
+``Trainer`` stages, and where an Optuna sweep stores its study."""
 import inspect
 import re
 import typing
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,7 +15,7 @@ from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from iccv19.core import ConfigError
+from netcompress.core import ConfigError
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -193,3 +194,12 @@ def fabric_from_trainer_config(trainer: DictConfig) -> L.Fabric:
     if settings.get("deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=settings["deterministic"] == "warn")
     return L.Fabric(**kwargs)
+
+
+def sqlite_storage(folder: str) -> str:
+    """The sqlite URL of ``<folder>/optuna.db``, creating ``folder``: the Optuna sweeper opens its study before
+    Hydra creates the sweep folder, and sqlite cannot create a file in a folder that does not exist yet. Used as
+    ``hydra.sweeper.storage: {_target_: netcompress.config.sqlite_storage, folder: ${hydra.sweep.dir}}``."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'optuna.db'}"

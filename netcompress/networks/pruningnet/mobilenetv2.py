@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iccv19.networks.pruningnet.meta import (
+from netcompress.networks.pruningnet.meta import (
     ChoiceBatchNorm2d,
     MetaConv2d,
     NarrowNet,
