@@ -11,11 +11,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+import datamodules  # noqa: F401  (registers the resolvers conf/data/ uses)
 from netcompress.config import check_config
 from netcompress.core import atomic_write_text, find_config_error
 from netcompress.reporting.console import (
     header,
     job_command,
+    numerics,
     remove_unstarted_run,
     run_folder,
     silence_library_warnings,
@@ -42,7 +44,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_wandb()
     if rank_zero_only.rank == 0:
-        write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started)
+        write_metrics_json(Path(cfg.paths.output_dir) / "metrics.json", metrics, time.time() - started, numerics(cfg))
     summary = ", ".join(f"{k} {v:.4f}" if k.startswith("test/") else f"{k} {v:.4g}" for k, v in sorted(metrics.items())
                         if k.startswith(("test/", "speed/", "model/flops", "model/params")))
     rank_zero_info(f"[done] {summary or 'no test metrics'}")
@@ -50,11 +52,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def write_metrics_json(path: Path, metrics: dict[str, float], seconds: float) -> None:
-    """What bench/ scripts read back: final metrics (test/*, model/flops, model/params, ...), wall time and the
-    command that produced them."""
-    record = {"metrics": metrics, "wall_time_s": round(seconds, 2),
-              "command": job_command()}
+def write_metrics_json(path: Path, metrics: dict[str, float], seconds: float, how: dict) -> None:
+    """What bench/ scripts read back: final metrics (test/*, model/flops, model/params, speed/*, ...), wall time,
+    the numerics (precision, memory format, threads) and the command that produced them."""
+    record = {"metrics": metrics, "wall_time_s": round(seconds, 2), **how, "command": job_command()}
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 

@@ -60,6 +60,11 @@ class ClassificationDataModule(L.LightningDataModule):
         """The train (``train=True``) or test split, with training augmentation or evaluation transforms."""
         raise NotImplementedError
 
+    def collate(self, augment: bool) -> Callable | None:
+        """The loaders' collate function (None: PyTorch's default); ``augment``: for the training loader. Data sets
+        that augment whole batches (``ImageFolderDataModule``) return theirs."""
+        return None
+
     @staticmethod
     def labels_of(dataset: Dataset) -> np.ndarray:
         if hasattr(dataset, "targets"):
@@ -105,9 +110,10 @@ class ClassificationDataModule(L.LightningDataModule):
         teacher (SUR: its features of the training set) gets it. Returns whether it used it."""
         return bind_teacher_features(self, teacher, device)
 
-    def _loader(self, dataset, batch_size, shuffle=False, **kwargs):
+    def _loader(self, dataset, batch_size, shuffle=False, augment=False, **kwargs):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, **kwargs)
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          collate_fn=self.collate(augment), **kwargs)
 
     def device_batch_size(self) -> int:
         """Training images per step on this device: ``global_batch_size / world size`` when the global size is
@@ -123,7 +129,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         if self.batch_sampler is None:
-            return self._loader(self.train_set, self.device_batch_size(), drop_last=True,
+            return self._loader(self.train_set, self.device_batch_size(), augment=True, drop_last=True,
                                 sampler=EpochShuffle(self.train_set, seed=int(torch.initial_seed()) % 2**31))
         trainer = self.trainer
         sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.device_batch_size(),
@@ -131,7 +137,8 @@ class ClassificationDataModule(L.LightningDataModule):
                                      rank=trainer.global_rank if trainer else 0,
                                      seed=int(torch.initial_seed()) % 2**31)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          collate_fn=self.collate(True))
 
     def val_dataloader(self):
         return self._loader(self.val_set, self.eval_batch_size)

@@ -11,6 +11,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from datamodules.base import ClassificationDataModule
+from datamodules.image_folder import class_folders, scan, test_split
 from netcompress.core import ConfigError
 
 
@@ -153,9 +154,7 @@ class ImageNetDataModule(ClassificationDataModule):
                               "image-net.org and point data.root at it.")
 
     def build(self, train, augment):
-        split = "train" if train else "val"
-        _require(self.root, split, "ImageNet",
-                 "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG", download_hint=False)
+        split = "train" if train else test_split(self.root)
         size = self.image_size
         if augment:
             tf = [T.RandomResizedCrop(size, scale=self.crop_scale)]
@@ -163,9 +162,25 @@ class ImageNetDataModule(ClassificationDataModule):
             tf += [T.RandomHorizontalFlip()]
         else:
             tf = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
-        dataset = datasets.ImageFolder(str(Path(self.root) / split),
-                                       transform=T.Compose(tf + [T.ToTensor(), T.Normalize(self.mean, self.std)]))
+        dataset = CheckedImageFolder(self.root, split, T.Compose(tf + [T.ToTensor(), T.Normalize(self.mean, self.std)]))
         if len(dataset.classes) != self.num_classes:
-            raise ConfigError(f"data.root={self.root}: {split}/ has {len(dataset.classes)} class folders but "
+            raise ConfigError(f"data.root={self.root}: train/ has {len(dataset.classes)} class folders but "
                               f"data.num_classes={self.num_classes}. Set data.num_classes to match.")
         return dataset
+
+
+class CheckedImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder over ``<root>/<split>`` with the classes of ``<root>/train`` and the tree read and
+    checked by ``datamodules.image_folder.scan`` (errors name data.root)."""
+
+    def __init__(self, root, split: str, transform):
+        self.tree = root
+        super().__init__(str(Path(root) / split), transform=transform)
+        self.split = split
+
+    def find_classes(self, directory):
+        classes = class_folders(self.tree, "train")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    def make_dataset(self, directory, class_to_idx, *args, **kwargs):
+        return scan(self.tree, Path(directory).name, list(class_to_idx))[1]

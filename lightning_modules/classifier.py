@@ -1,4 +1,6 @@
 """Supervised training of any network on any datamodule: teachers, baselines, retraining of pruned networks."""
+import functools
+import inspect
 from collections.abc import Callable
 
 import lightning as L
@@ -8,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from netcompress.core import ConfigError
 from netcompress.networks.flops import count_flops, count_params
 
 
@@ -16,7 +19,12 @@ class ClassifierModule(L.LightningModule):
 
     optimizer: ``_partial_`` optimizer, called with the parameters to train.
     scheduler: ``_partial_`` LR scheduler called with the optimizer (or None); stepped every
-        ``scheduler_interval`` ("epoch" or "step").
+        ``scheduler_interval`` ("epoch" or "step"). One that takes ``total_steps`` and is not given it gets the
+        run's number of optimizer steps.
+    bias_lr_scale: the learning rate of the network's ``bias_parameters()`` (AirbenchNet: BatchNorm biases) times
+        this, their weight decay divided by it (the same decay per step); 1: one group.
+    tta: test-time augmentation of val/test predictions (logits averaged): 0 none, 1 the image and its mirror,
+        2 also both shifted by one pixel (reflect-padded), as airbench evaluates.
     """
 
     # Init arguments kept out of the checkpoint's hyper_parameters: networks, and factories Lightning's
@@ -24,13 +32,20 @@ class ClassifierModule(L.LightningModule):
     unsaved_hyperparameters = ("net", "optimizer", "scheduler")
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 label_smoothing: float = 0.0, scheduler_interval: str = "epoch"):
+                 label_smoothing: float = 0.0, scheduler_interval: str = "epoch", bias_lr_scale: float = 1.0,
+                 tta: int = 0):
         super().__init__()
         # collects the init arguments of the subclass too (Lightning walks the __init__ frames)
         self.save_hyperparameters(ignore=list(self.unsaved_hyperparameters), logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.scheduler_interval = label_smoothing, scheduler_interval
+        if tta not in (0, 1, 2):
+            raise ConfigError(f"module.tta={tta}: test-time augmentation level 0 (none), 1 (mirror) or 2 (mirror and "
+                              f"one-pixel shifts).")
+        if not bias_lr_scale > 0:
+            raise ConfigError(f"module.bias_lr_scale={bias_lr_scale}: a positive factor (1: no separate group).")
+        self.bias_lr_scale, self.tta = bias_lr_scale, tta
         self.metrics = nn.ModuleDict()  # built lazily: the number of classes is read off the logits
         self._train_state = {"sums": None, "samples": 0, "names": (), "step": 0}   # log_train's sums, batch index
         self.train_epoch_means = {}
@@ -111,9 +126,25 @@ class ClassifierModule(L.LightningModule):
         self.log_train({"loss": loss}, len(y), logits, y)
         return loss
 
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits, averaged over ``self.tta``'s views of ``x``."""
+        if self.tta == 0:
+            return self.net(x)
+
+        def mirrored(images):
+            return 0.5 * (self.net(images) + self.net(images.flip(3)))
+
+        logits = mirrored(x)
+        if self.tta == 2:
+            h, w = x.shape[2:]
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = 0.5 * (mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2:, 2:]))
+            logits = 0.5 * (logits + shifted)
+        return logits
+
     def evaluate(self, batch, stage: str):
         x, y = batch
-        logits = self.net(x)
+        logits = self.predict_logits(x)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
         self.log_accuracy(stage, logits, y)
 
@@ -139,9 +170,28 @@ class ClassifierModule(L.LightningModule):
         """What the optimizer trains; subclasses add embeddings etc. Frozen parameters are left out."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list:
+        """``trainable_parameters()``, with the network's ``bias_parameters()`` in a group of their own when
+        ``bias_lr_scale`` is not 1."""
+        params = self.trainable_parameters()
+        biases = getattr(self.net, "bias_parameters", None)
+        if self.bias_lr_scale == 1 or biases is None:
+            return params
+        settings = getattr(self.optimizer_factory, "keywords", {})
+        if "lr" not in settings:
+            raise ConfigError("module.bias_lr_scale: the optimizer config must state its lr (optimizer.lr=...).")
+        biases = {id(p) for p in biases()}
+        group = {"params": [p for p in params if id(p) in biases], "lr": settings["lr"] * self.bias_lr_scale,
+                 "weight_decay": settings.get("weight_decay", 0.0) / self.bias_lr_scale}
+        return [group, {"params": [p for p in params if id(p) not in biases]}]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        factory = self.scheduler_factory
+        if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in getattr(factory, "keywords",
+                                                                                                      {}):
+            factory = functools.partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -69,6 +69,38 @@ class StepStats(Callback):
                        f"{s['peak_mib']:.0f} MiB ({s['memory']})")
 
 
+class TrainThroughput(Callback):
+    """Training images per second over the fit, data loading, augmentation, the step and logging included,
+    validation excluded: ``speed/train_throughput`` in ``module.model_stats`` (metrics.json, the ``[done]`` line)."""
+
+    def __init__(self):
+        self.images, self.seconds, self._start = 0, 0.0, None
+
+    def _stop(self):
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        self.images += len(x) if isinstance(x, torch.Tensor) else 0
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._stop()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._stop()
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.seconds > 0 and self.images:
+            stats = getattr(pl_module, "model_stats", {})
+            stats["speed/train_throughput"] = self.images * trainer.world_size / self.seconds
+            pl_module.model_stats = stats
+
+
 class CompileNet(Callback):
     """``torch.compile`` of the trained network (``module.net``), in place (``nn.Module.compile``: parameter names
     and checkpoints stay as they are). ``mode``: None | reduce-overhead | max-autotune."""
@@ -90,6 +122,31 @@ class ChannelsLast(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if isinstance(batch, list) and isinstance(batch[0], torch.Tensor) and batch[0].dim() == 4:
             batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+
+
+class InitFromData(Callback):
+    """Before a fresh fit (not a resume), the network's ``init_from_data(images)`` with the first ``num_images``
+    training images as the network sees them (AirbenchNet: its whitening filters). Rank 0's images decide; the
+    result is broadcast so every DDP rank starts the same."""
+
+    def __init__(self, num_images: int = 5000):
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images={num_images}: a positive number of images")
+        self.num_images = num_images
+
+    def on_fit_start(self, trainer, pl_module):
+        net = pl_module.net
+        if trainer.ckpt_path or not hasattr(net, "init_from_data"):
+            return
+        batches, count = [], 0
+        for x, *_ in trainer.datamodule.train_dataloader():
+            batches.append(x)
+            count += len(x)
+            if count >= self.num_images:
+                break
+        net.init_from_data(torch.cat(batches)[: self.num_images].to(pl_module.device))
+        for parameter in net.parameters():
+            parameter.data = trainer.strategy.broadcast(parameter.data, src=0)
 
 
 class SpeedBenchmark(Callback):

@@ -1,6 +1,7 @@
 """Reading the composed config: the checks made before anything is built, the loggers and callbacks every stage
 needs, a Fabric for stages that run their own loop (the MetaPruning search) from the same ``trainer`` config as
 ``Trainer`` stages, and where an Optuna sweep stores its study."""
+import functools
 import inspect
 import re
 import typing
@@ -149,7 +150,11 @@ def check_optimizers(cfg: DictConfig) -> None:
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
         try:
-            instantiate(node)(torch.optim.SGD([param], lr=0.1) if key == "scheduler" else [param])
+            factory = instantiate(node)
+            if key == "scheduler" and "total_steps" in inspect.signature(factory).parameters and "total_steps" \
+                    not in node:   # a per-step schedule: the module gives it the run's number of steps
+                factory = functools.partial(factory, total_steps=100)
+            factory(torch.optim.SGD([param], lr=0.1) if key == "scheduler" else [param])
         except (ValueError, TypeError) as e:
             message = (str(e).splitlines() or [type(e).__name__])[0][:120]
             aliases = {"learning rate": "lr", "beta": "betas", "epsilon": "eps"}

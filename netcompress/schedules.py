@@ -1,6 +1,6 @@
 """Learning-rate schedules that conf/scheduler/ cannot write as plain torch arguments."""
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LinearLR, MultiStepLR
+from torch.optim.lr_scheduler import LambdaLR, LinearLR, MultiStepLR
 
 from netcompress.core import ConfigError
 
@@ -24,3 +24,21 @@ def quarters_epoch_start(optimizer: Optimizer, epochs: int, gamma: float = 0.1) 
         raise ConfigError(f"scheduler.epochs={epochs}: the official schedule decays at each quarter of training, so it "
                           f"needs at least 4 epochs (set trainer.max_epochs >= 4, or choose scheduler=multistep).")
     return MultiStepLR(optimizer, [epochs // 4 - 1, epochs // 2 - 1, epochs // 4 * 3 - 1], gamma)
+
+
+def triangle(optimizer: Optimizer, total_steps: int, start: float = 0.2, peak_at: float = 0.2) -> LambdaLR:
+    """A per-step triangle (airbench's schedule): each group's lr times ``start`` at step 0, rising linearly to
+    the full lr at ``peak_at`` of ``total_steps``, then falling linearly to 0 at the last step. ``total_steps``
+    is the run's number of optimizer steps (the module fills it in; conf/scheduler/triangle.yaml)."""
+    if not isinstance(total_steps, int) or total_steps < 2:
+        raise ConfigError(f"scheduler.total_steps={total_steps}: a triangle needs at least 2 steps.")
+    if not 0 <= start <= 1 or not 0 < peak_at < 1:
+        raise ConfigError(f"scheduler.start={start}, scheduler.peak_at={peak_at}: start in [0, 1], peak_at in (0, 1).")
+    peak = max(1, round(peak_at * total_steps))
+
+    def factor(step: int) -> float:
+        if step < peak:
+            return start + (1 - start) * step / peak
+        return max(0.0, (total_steps - step) / (total_steps - peak))
+
+    return LambdaLR(optimizer, factor)

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +45,16 @@ def _target_name(node) -> str:
     return str(target).rsplit(".", 1)[-1] or "none"
 
 
+def numerics(cfg: DictConfig) -> dict:
+    """How the run computes: the trainer's precision, the memory format of images and weights (channels_last when
+    ``callbacks.ChannelsLast`` is on) and the intra-op threads. In the header and in metrics.json."""
+    callbacks = cfg.get("callbacks") or {}
+    channels_last = any(isinstance(c, DictConfig) and str(c.get("_target_", "")).endswith(".ChannelsLast")
+                        for c in callbacks.values())
+    return {"precision": str((cfg.get("trainer") or {}).get("precision")),
+            "memory_format": "channels_last" if channels_last else "contiguous", "threads": torch.get_num_threads()}
+
+
 def header(cfg: DictConfig) -> list[str]:
     """Method, data, student, teacher and run folder in a few lines (``print_config=true`` prints the whole
     config; it is always saved in the run folder's ``.hydra/config.yaml``)."""
@@ -61,8 +72,9 @@ def header(cfg: DictConfig) -> list[str]:
         lines.append(f"[run] teacher: {_target_name(teacher.net)} from {source}")
     trainer = cfg.get("trainer") or {}
     epochs = f", max_epochs={trainer.get('max_epochs')}" if cfg.get("stage") == "fit" and cfg.get("train") else ""
+    how = numerics(cfg)
     lines.append(f"[run] trainer: {trainer.get('accelerator')} x {trainer.get('devices')}{epochs}, "
-                 f"precision={trainer.get('precision')}")
+                 f"precision={how['precision']}, memory format={how['memory_format']}, threads={how['threads']}")
     lines.append(f"[run] folder: {run_folder(cfg)}")
     return lines
 
