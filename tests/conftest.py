@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import datamodules  # noqa: F401  (registers the resolvers conf/data/ uses)
+import datamodules  # noqa: F401  (registers the resolvers conf/ uses)
+import netcompress.config  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py, tests/wandb_records.py
 

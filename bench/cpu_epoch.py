@@ -1,0 +1,151 @@
+"""How fast a CIFAR ResNet-20 trains on this CPU, end to end (data included), for today's path and the faster options,
+as ratios against today's path measured in the same run; and how close the step comes to the CPU's matmul rate.
+
+    python bench/cpu_epoch.py --root ../shared/data/cifar10-jpeg [--steps 20] [--batch 256] [--threads 2]
+
+Options, each timed over ``--steps`` training steps after 2 untimed ones (SGD, Nesterov, cross-entropy):
+- today: torchvision ImageFolder (JPEG decoded and augmented per image with PIL: RandomCrop(32, 4), flip), fp32;
+- decoded once (datamodules.image_folder: uint8 in memory, crop + flip on whole batches), fp32, then with
+  channels_last, bf16 autocast, both, both + torch.compile, and both on one thread;
+- bare step: the same network and precision on a fixed batch in memory (no data loading);
+- the project's own epoch: ``Trainer.fit`` of ClassifierModule on ImageFolderDataModule (bf16, channels_last,
+  progress bar and logging on), its images/s as ``callbacks.TrainThroughput`` measures it.
+The achieved rate counts a step as 3 forward passes of 2 x multiply-adds (FLOPs by torch.utils.flop_counter).
+Prints a table; asserts nothing."""
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision import datasets
+from torchvision import transforms as T
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from datamodules.image_folder import ImageFolderDataModule  # noqa: E402
+from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
+from netcompress.networks.flops import count_flops  # noqa: E402
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_rate(batches, steps: int, bf16: bool, channels_last: bool, compile_: bool = False) -> float:
+    """Images/s of ``steps`` training steps of a fresh ResNet-20 over ``batches`` (an iterator), 2 untimed first."""
+    torch.manual_seed(0)
+    net = he_resnet(20, 10, 3)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    step_net = torch.compile(net) if compile_ else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    images, start = 0, None
+    for i in range(steps + 2):
+        if i == 2:
+            start, images = time.perf_counter(), 0
+        x, y = next(batches)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = F.cross_entropy(step_net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        images += len(y)
+    return images / (time.perf_counter() - start)
+
+
+def forever(loader):
+    while True:
+        yield from loader
+
+
+def lightning_rate(datamodule, steps: int) -> float:
+    import lightning as L
+
+    from lightning_modules.classifier import ClassifierModule
+    from netcompress.callbacks import ChannelsLast, ProgressBar, TrainThroughput
+
+    module = ClassifierModule(he_resnet(20, 10, 3), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True))
+    speed = TrainThroughput()
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 2,
+                            limit_val_batches=0, precision="bf16-mixed", default_root_dir=folder,
+                            callbacks=[speed, ChannelsLast(), ProgressBar(every_n_batches=10)],
+                            logger=L.pytorch.loggers.CSVLogger(folder), log_every_n_steps=10,
+                            enable_model_summary=False)
+        trainer.fit(module, datamodule=datamodule)
+    return speed.images / speed.seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="an ImageFolder tree of CIFAR-10 (train/, test/)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "cpu_epoch_cache"))
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes minutes)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    today = datasets.ImageFolder(str(Path(args.root) / "train"), transform=T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]))
+    today_loader = torch.utils.data.DataLoader(today, batch_size=args.batch, shuffle=True, drop_last=True)
+    dm = ImageFolderDataModule(root=args.root, num_classes=10, mean=MEAN, std=STD, random_shift=4,
+                               cache_dir=args.cache, batch_size=args.batch)
+    dm.setup()
+    fixed = next(iter(dm.train_dataloader()))
+
+    def decoded():
+        return forever(dm.train_dataloader())
+
+    def bare():
+        return forever([fixed])
+
+    rows = [("today: ImageFolder + PIL per image, fp32", lambda: train_rate(iter(today_loader), args.steps, False,
+                                                                             False))]
+    for name, bf16, cl in (("fp32", False, False), ("channels_last", False, True), ("bf16 autocast", True, False),
+                           ("bf16 + channels_last", True, True)):
+        rows.append((f"decoded once + batch augmentation, {name}",
+                     lambda bf16=bf16, cl=cl: train_rate(decoded(), args.steps, bf16, cl)))
+    if not args.no_compile:
+        rows.append(("decoded once, bf16 + channels_last + torch.compile",
+                     lambda: train_rate(decoded(), args.steps, True, True, compile_=True)))
+    rows.append(("bare step, fp32 (no data loading)", lambda: train_rate(bare(), args.steps, False, False)))
+    rows.append(("bare step, bf16 + channels_last", lambda: train_rate(bare(), args.steps, True, True)))
+    rows.append(("Trainer.fit epoch: data, augmentation, logging (bf16 + channels_last)",
+                 lambda: lightning_rate(dm, args.steps)))
+
+    flops = count_flops(he_resnet(20, 10, 3), (3, 32, 32))
+    fp32_peak, bf16_peak = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    print(f"{args.threads} threads, batch {args.batch}, {args.steps} timed steps; ResNet-20 {flops / 1e6:.1f}M "
+          f"multiply-adds; 2048x2048 matmul: {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bf16")
+    results = {}
+    for name, measure in rows:
+        results[name] = measure()
+    base = results[rows[0][0]]
+    print(f"| option | images/s | x today | epoch of {len(dm.train_set)} (s) | GFLOP/s | % of matmul |")
+    print("|---|---|---|---|---|---|")
+    for name, rate in results.items():
+        gflops = rate * 6 * flops / 1e9
+        peak = bf16_peak if "bf16" in name else fp32_peak
+        print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {len(dm.train_set) / rate:.0f} | {gflops:.0f} | "
+              f"{100 * gflops / peak:.0f} |")
+    step = results["bare step, bf16 + channels_last"]
+    epoch = results[rows[-1][0]]
+    print(f"the project's epoch runs at {100 * epoch / step:.0f}% of the bare step's rate in the same precision")
+
+
+if __name__ == "__main__":
+    main()
