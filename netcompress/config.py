@@ -18,7 +18,6 @@ from omegaconf.errors import MissingMandatoryValue
 
 from netcompress.core import ConfigError
 
-
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # ${project_dir:} in conf/: the folder of run.py and conf/, wherever the command is started (paths.project_dir).
 OmegaConf.register_new_resolver("project_dir", lambda: str(PROJECT_DIR), replace=True)
