@@ -93,3 +93,28 @@ def test_the_teacher_recipe_composes_to_airbench_and_runs_bf16_channels_last(tmp
     assert metrics["speed/train_throughput"] > 0
     weights = torch.load(next((tmp_path / "run").glob("**/last.ckpt")), weights_only=True)["state_dict"]
     assert not torch.allclose(weights["net.whiten.weight"], dirac)   # whitened from the data before training
+
+
+def test_a_kept_half_precision_checkpoint_tests_and_teaches_like_the_run(tmp_path):
+    """scripts/keep_checkpoint.py: half the size, and the same test accuracy through ckpt_path= (train=false) and
+    through teacher.checkpoint= (a KD run's test/teacher_acc)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    overrides = ["method=supervised", "model=lenet5", *FAST, "trainer.max_epochs=2", "callbacks.speed=null"]
+    trained = run_config(overrides, tmp_path / "train")
+    run_dir = next((tmp_path / "train").glob("**/metrics.json")).parent
+    stem = tmp_path / "kept" / "lenet5_digits"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "keep_checkpoint.py"), str(run_dir), str(stem)],
+                   check=True, capture_output=True)
+    kept = torch.load(stem.with_suffix(".ckpt"), weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in kept.values() if v.is_floating_point())
+    assert json.loads(stem.with_suffix(".metrics.json").read_text())["metrics"]["test/acc"] == trained["test/acc"]
+    tested = run_config([*overrides, "train=false", f"ckpt_path={stem.with_suffix('.ckpt')}"], tmp_path / "test")
+    assert tested["test/acc"] == pytest.approx(trained["test/acc"], abs=0.003)
+    taught = run_config(["method=kd", "teacher=checkpoint", "model@teacher.net=lenet5", *FAST,
+                         f"teacher.checkpoint={stem.with_suffix('.ckpt')}", "trainer.max_epochs=1",
+                         "callbacks.speed=null"], tmp_path / "kd")
+    assert taught["test/teacher_acc"] == pytest.approx(trained["test/acc"], abs=0.003)
