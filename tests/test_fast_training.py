@@ -118,3 +118,17 @@ def test_a_kept_half_precision_checkpoint_tests_and_teaches_like_the_run(tmp_pat
                          f"teacher.checkpoint={stem.with_suffix('.ckpt')}", "trainer.max_epochs=1",
                          "callbacks.speed=null"], tmp_path / "kd")
     assert taught["test/teacher_acc"] == pytest.approx(trained["test/acc"], abs=0.003)
+
+
+@pytest.mark.parametrize("recipe", ["teacher_cifar10_jpeg_cpu", "student_cifar10_jpeg_cpu", "kd_cifar10_jpeg_cpu",
+                                    "cckd_cifar10_jpeg_cpu", "dkd_cifar10_jpeg_cpu"])
+def test_cifar10_jpeg_recipes_keep_their_numerics_on_a_gpu_and_read_the_kept_teacher(tmp_path, recipe):
+    cfg = compose_config([f"experiment={recipe}", "trainer=gpu", "data.root=/data"], tmp_path)
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert cfg.callbacks.channels_last._target_ == "netcompress.callbacks.ChannelsLast"
+    if recipe not in ("teacher_cifar10_jpeg_cpu", "student_cifar10_jpeg_cpu"):
+        from helpers import ROOT
+
+        teacher = compose_config(["experiment=teacher_cifar10_jpeg_cpu", "data.root=/data"], tmp_path / "t")
+        assert cfg.teacher.checkpoint == str(ROOT / "conf" / "experiment" / "teacher_cifar10_jpeg_cpu.ckpt")
+        assert cfg.teacher.net == teacher.model   # the network the kept checkpoint was trained as
