@@ -3,6 +3,7 @@ needs, a Fabric for stages that run their own loop (the MetaPruning search) from
 ``Trainer`` stages, and where an Optuna sweep stores its study."""
 import inspect
 import re
+import sys
 import traceback
 import typing
 import warnings
@@ -11,11 +12,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.strategies import StrategyRegistry
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from netcompress.core import ConfigError, find_config_error
@@ -308,3 +310,26 @@ def sqlite_storage(folder: str) -> str:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'optuna.db'}"
+
+
+class ResumeStudy(Callback):
+    """Hydra callback of an Optuna sweep (conf/hparams_search/optuna.yaml): ``hydra.sweeper.n_trials`` is the study's
+    size. A sweep resumed from a study's storage runs only the trials it still lacks (finished ones: complete or
+    pruned; a trial left running by a killed sweep runs again), none when the study is complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        import optuna
+
+        sweeper = config.hydra.sweeper
+        storage = instantiate(sweeper.storage) if isinstance(sweeper.storage, DictConfig) else sweeper.storage
+        if not storage:
+            return
+        try:
+            trials = optuna.load_study(study_name=sweeper.study_name, storage=storage).trials
+        except KeyError:   # no such study yet: a new sweep
+            return
+        finished = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+        with read_write(sweeper):
+            sweeper.n_trials = max(0, sweeper.n_trials - finished)
+        print(f"[sweep] the study {sweeper.study_name} holds {finished} finished trials: {sweeper.n_trials} more "
+              f"to reach hydra.sweeper.n_trials={sweeper.n_trials + finished}", file=sys.stderr)
