@@ -184,7 +184,7 @@ def check_optimizers(cfg: DictConfig) -> None:
                     continue
                 optimizer = torch.optim.SGD([param], lr=0.1)
                 scheduler = instantiate(node)(optimizer)
-                for _ in range(3):
+                for _ in range(0 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else 3):
                     optimizer.step()
                     scheduler.step()
         except Exception as e:
