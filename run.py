@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import datamodules  # noqa: F401  (registers the resolvers conf/data/ uses)
-from netcompress.config import check_config
-from netcompress.core import atomic_write_text, find_config_error
+from netcompress.config import check_config, config_error
+from netcompress.core import atomic_write_text
 from netcompress.reporting.console import (
     header,
     job_command,
@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> float | None:
         remove_unstarted_run(run_folder(cfg))
         sys.exit(1)
     except Exception as e:
-        error = find_config_error(e)
+        error = config_error(e, cfg)   # a ConfigError, or any exception raised while the run was built
         if error is None:
             raise
         print("error: " + " ".join(str(error).split()), file=sys.stderr)   # one line, whatever the message

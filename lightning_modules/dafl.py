@@ -44,8 +44,9 @@ from netcompress.losses.dafl import DAFLLoss
 from netcompress.reporting.images import log_image
 
 
-class TrainingDiverged(ConfigError):
-    """A loss became NaN/inf: the run stops, the last checkpoint is kept."""
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf: the run stops with a traceback (a training-time failure, not a config mistake); the
+    last checkpoint is kept."""
 
 
 class GeneratorThenStudentModule(DistillationModule):
@@ -73,6 +74,7 @@ class GeneratorThenStudentModule(DistillationModule):
             raise ConfigError(f"loss={type(loss).__name__}: method=dafl needs DAFL's criterion; choose loss=dafl "
                               f"(or dafl_cifar10, dafl_cifar100), which instantiate netcompress.losses.dafl.DAFLLoss.")
         super().__init__(net, teacher, optimizer, loss, scheduler, 0.0, scheduler_interval, log_teacher_accuracy)
+        self.world_size = 1   # training processes, set in setup
         for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 2):
                 raise ConfigError(f"module.{key}={value}: the generator's BatchNorm and the entropy term need "
@@ -126,7 +128,7 @@ class GeneratorThenStudentModule(DistillationModule):
         images = self.generator(z)
         t_logits, t_features, bn_loss = self.teacher_forward(images)
         entropy_logits = None
-        if self.criterion.global_ie and self._trainer is not None and self.trainer.world_size > 1:
+        if self.criterion.global_ie and self.world_size > 1:
             entropy_logits = self.all_gather(t_logits, sync_grads=True).flatten(0, 1)
         s_logits = self.net(images.detach())
         adversarial_logits = None
@@ -210,9 +212,9 @@ class GeneratorThenStudentModule(DistillationModule):
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self, stage: str):
+        self.world_size = world_size = self.trainer.world_size
         if self.global_batch_size is None:
             return
-        world_size = self.trainer.world_size
         if self.global_batch_size % world_size:
             raise ConfigError(f"module.global_batch_size={self.global_batch_size} does not divide over the "
                               f"{world_size} training processes: choose a multiple of {world_size} (or set "
@@ -256,5 +258,3 @@ class GeneratorThenStudentModule(DistillationModule):
         if self.bn_statistics is not None and "bn_statistics" in checkpoint:
             self.bn_statistics.load_state_dict(checkpoint["bn_statistics"])
 
-
-DAFLModule = GeneratorThenStudentModule

@@ -193,7 +193,7 @@ class MetaGeneratorModule(GeneratorThenStudentModule):
 
     def average_gradients(self, params):
         """Mean of the gradients over DDP processes (the backward passes here run outside DDP's forward)."""
-        if self._trainer is None or self.trainer.world_size == 1:
+        if self.world_size == 1:
             return
         for p in params:
             if p.grad is not None:

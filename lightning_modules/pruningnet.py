@@ -15,8 +15,9 @@ with the teacher's predictions in the run folder (``netcompress.callbacks.SaveSy
 search scores candidates on (``search.data=synthetic``). No training image is read in either stage.
 
 Speed: the gradients are freed between steps (Lightning's ``zero_grad(set_to_none=True)``). Zeroing them in place
-instead, as the official loop does, costs a pass over ~1 GB (MobileNetV2: 242M generator parameters) plus an
-accumulating backward (bench/bench_metapruning.py --step-ratio prints the ratio to a plain loop).
+instead, as the official loop does, costs a pass over every generated weight's gradient (the PruningNets' weight
+generators are large) plus an accumulating backward (bench/bench_metapruning.py --step-ratio measures the ratio to a
+plain loop; see docs/results.md).
 """
 import random
 

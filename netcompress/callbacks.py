@@ -158,6 +158,8 @@ class SpeedBenchmark(Callback):
     deployable ones. ``callbacks.speed=null`` turns it off."""
 
     def __init__(self, latency_batch: int = 1, throughput_batch: int = 64, warmup: int = 10, repeats: int = 50):
+        if min(latency_batch, throughput_batch, repeats) < 1 or warmup < 0:
+            raise ValueError("latency_batch, throughput_batch and repeats are integers >= 1, warmup >= 0")
         self.latency_batch, self.throughput_batch = latency_batch, throughput_batch
         self.warmup, self.repeats = warmup, repeats
 

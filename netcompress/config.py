@@ -4,19 +4,24 @@ needs, a Fabric for stages that run their own loop (the MetaPruning search) from
 import functools
 import inspect
 import re
+import sys
+import traceback
 import typing
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.strategies import StrategyRegistry
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
-from netcompress.core import ConfigError
+from netcompress.core import ConfigError, find_config_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # ${project_dir:} in conf/: the folder of run.py and conf/, wherever the command is started (paths.project_dir).
@@ -40,6 +45,7 @@ def check_config(cfg: DictConfig, stages) -> None:
     check_trainer_config(cfg.trainer, train=cfg.get("train", True))
     check_arguments(cfg)
     check_optimizers(cfg)
+    instantiate_all(cfg.get("callbacks"))   # built once, as the optimizers: a value a callback refuses is named now
     if cfg.get("test_ckpt") not in ("last", "best"):
         raise ConfigError(f"test_ckpt={cfg.get('test_ckpt')}: choose last (the last epoch's weights) or best (the "
                           f"best epoch by val/acc).")
@@ -60,6 +66,11 @@ def _literals(hint) -> list:
 
 
 PRECISIONS = _literals(typing.get_type_hints(L.Trainer.__init__)["precision"])   # what Trainer(precision=) takes
+
+
+# Trainer settings Lightning takes at construction but divides by, or misreads, later: the smallest value that works.
+TRAINER_AT_LEAST = {"accumulate_grad_batches": 1, "check_val_every_n_epoch": 1, "num_nodes": 1, "log_every_n_steps": 0,
+                    "gradient_clip_val": 0, "min_epochs": 0}
 
 
 def check_trainer_config(trainer: DictConfig, train: bool = True) -> None:
@@ -86,6 +97,11 @@ def check_trainer_config(trainer: DictConfig, train: bool = True) -> None:
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision}: choose 32-true (CPU), bf16-mixed or 16-mixed (GPU), or "
                           f"one of {', '.join(map(str, PRECISIONS[3:11]))}.")
+    for name, low in TRAINER_AT_LEAST.items():
+        value = trainer.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low):
+            raise ConfigError(f"trainer.{name}={value}: a number >= {low} (Lightning's default: "
+                              f"{inspect.signature(L.Trainer).parameters[name].default}).")
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if train and not (isinstance(steps, int) and steps > 0):
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
@@ -124,6 +140,9 @@ def check_arguments(node, key: str = "") -> None:
                 default = parameters[name].default
                 example = f"e.g. {path}={default}" if isinstance(default, (int, float)) else "a number"
                 raise ConfigError(f"{path}={value}: not a number ({node._target_} takes a number). Write {example}.")
+            if isinstance(value, str) and name in parameters and _takes_list(parameters[name]):
+                raise ConfigError(f"{path}={value}: not a list ({node._target_} takes a list). Write "
+                                  f"{path}=[{value}] or {path}=[1,2].")
         if isinstance(value, (DictConfig, ListConfig)) and not OmegaConf.is_interpolation(node, name):
             check_arguments(value, path)
 
@@ -138,6 +157,14 @@ def _takes_number(parameter: inspect.Parameter) -> bool:
     return bool(names & {"int", "float"}) and names <= {"int", "float", "None", "NoneType", "Optional"}
 
 
+def _takes_list(parameter: inspect.Parameter) -> bool:
+    """A list/tuple default, or an annotation of a collection (``Iterable[int]``, ``list[float]``) without ``str``."""
+    if isinstance(parameter.default, (list, tuple)):
+        return True
+    annotation = str(parameter.annotation)
+    return bool(re.search(r"\b(Iterable|Sequence|list|List|tuple|Tuple)\b", annotation)) and "str" not in annotation
+
+
 def _parameters(target) -> dict | None:
     try:
         return dict(inspect.signature(get_object(str(target))).parameters)
@@ -146,28 +173,103 @@ def _parameters(target) -> dict | None:
 
 
 def check_optimizers(cfg: DictConfig) -> None:
-    """The ``_partial_`` optimizers and scheduler built once on a dummy parameter: torch's own checks (lr < 0,
-    betas outside [0, 1), text for a number...) as errors naming the key, before a teacher is trained."""
+    """The ``_partial_`` optimizers and scheduler built once on a dummy parameter (the scheduler also stepped a few
+    times): torch's own checks (lr < 0, betas outside [0, 1), a period of 0...) as errors naming the key, before a
+    teacher is trained."""
     param = torch.nn.Parameter(torch.zeros(1))
     for key in ("optimizer", "generator_optimizer", "scheduler"):
         node = cfg.get(key)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
         try:
-            factory = instantiate(node)
-            if key == "scheduler" and "total_steps" in inspect.signature(factory).parameters and "total_steps" \
-                    not in node:   # a per-step schedule: the module gives it the run's number of steps
-                factory = functools.partial(factory, total_steps=100)
-            factory(torch.optim.SGD([param], lr=0.1) if key == "scheduler" else [param])
-        except (ValueError, TypeError) as e:
-            message = (str(e).splitlines() or [type(e).__name__])[0][:120]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if key != "scheduler":
+                    instantiate(node)([param])
+                    continue
+                optimizer = torch.optim.SGD([param], lr=0.1)
+                factory = instantiate(node)
+                if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in node:
+                    factory = functools.partial(factory, total_steps=100)   # per-step: the module gives the run's
+                scheduler = factory(optimizer)
+                for _ in range(0 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else 3):
+                    optimizer.step()
+                    scheduler.step()
+        except Exception as e:
+            message = _first_line(e)
             aliases = {"learning rate": "lr", "beta": "betas", "epsilon": "eps"}
             names = [str(n) for n in node if not str(n).startswith("_")]
             culprit = next((n for n in names if n in message), None) or next(
                 (a for word, a in aliases.items() if word in message and a in names), None)
-            where = f"{key}.{culprit}={node[culprit]}" if culprit else f"{key}={OmegaConf.to_container(node)}"
+            where = (f"{key}.{culprit}={node[culprit]}" if culprit else _typed_under(cfg, key, message)
+                     or f"{key}={OmegaConf.to_container(node)}")
             raise ConfigError(f"{where}: {node._target_} refuses it ({message}). Fix the value (the defaults are "
                               f"in conf/{'scheduler' if key == 'scheduler' else 'optimizer'}/).") from None
+
+
+# -- any exception raised while a config node is built ------------------------------------------------------------
+def config_error(exc: BaseException, cfg: DictConfig) -> ConfigError | None:
+    """What run.py prints for ``exc`` as one line: the ConfigError behind it, or, for any other exception raised
+    while Hydra instantiated a ``_target_`` node (a value its target refuses), a ConfigError naming that node's key:
+    the override typed for it or under it (``model.depth=21``, also when the node interpolates it: ``module.net:
+    ${model}``), else the node. None for everything else, and for what was raised inside a Trainer's loops (a
+    teacher trained on first use while the module is built): training-time failures stay tracebacks."""
+    found = find_config_error(exc)
+    if found is not None:
+        return found
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    keys = [m.group(1) for e in chain if isinstance(e, InstantiationException)
+            for m in [re.search(r"^full_key: (\S+)$", str(e), re.M)] if m]
+    if not keys or any(_raised_in_training_loop(e) for e in chain):
+        return None
+    root, key = chain[-1], _source(cfg, keys[0])
+    node = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
+    target = str(node.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(node, DictConfig) else ""
+    message = _first_line(root)
+    where = _typed_under(cfg, key, message) or f"{key}={target or node}"
+    message = message[len(where) + 1:].strip() if message.startswith(f"{where}:") else message
+    return ConfigError(f"{where}: {message} ({target or key} refused it while the run was built from its config: "
+                       f"fix the value, or see conf/{key.split('.')[0]}/).")
+
+
+def _first_line(exc: BaseException, width: int = 160) -> str:
+    line = (str(exc).strip().splitlines() or [""])[0].strip() or type(exc).__name__
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def _raised_in_training_loop(exc: BaseException) -> bool:
+    return any("/lightning/pytorch/loops/" in frame.f_code.co_filename.replace("\\", "/")
+               for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+def _source(cfg: DictConfig, key: str) -> str:
+    """``key`` with each interpolated node replaced by the key it interpolates (``module.net`` -> ``model``)."""
+    node, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        if OmegaConf.is_interpolation(node, part):
+            raw = node._get_node(part)._value()
+            match = re.fullmatch(r"\$\{([\w.]+)\}", str(raw))
+            return _source(cfg, ".".join([match.group(1), *parts[i + 1:]])) if match else key
+        node = node[part]
+    return key
+
+
+def _typed_under(cfg: DictConfig, key: str, message: str = "") -> str | None:
+    """The override typed on the command line for ``key`` or a key under it, as typed: of several, the one whose
+    name or value the error ``message`` mentions, else the most specific."""
+    typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    found = []
+    for override in typed:
+        name, _, value = override.partition("=")
+        name = name.lstrip("+~").split("@")[-1]
+        if name == key or name.startswith(f"{key}.") or key.startswith(f"{name}."):
+            found.append((name.rsplit(".", 1)[-1] in message, value in message, len(name), f"{name}={value}"))
+    return max(found)[-1] if found else None
 
 
 # model and teacher default to the data set's own (conf/config.yaml: optional model: student_${data}, optional
@@ -184,6 +286,10 @@ def check_data_defaults(cfg: DictConfig) -> None:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     data = choices.get("data", "<data>")
     for key, (what, file, fix) in DATA_DEFAULTS.items():
+        typed = _typed_under(cfg, key)
+        if OmegaConf.is_missing(cfg, key) and typed and typed.startswith(f"{key}="):
+            raise ConfigError(f"{typed}: no conf/{typed.replace('=', '/', 1)}.yaml. Write {key}=<the name of a file of "
+                              f"conf/{key}/, without .yaml>.")
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is not set: data={data} has no {what} of its own (conf/{file}_{data}.yaml). "
                               f"Add {fix} to the command, or write that file.")
@@ -212,3 +318,26 @@ def sqlite_storage(folder: str) -> str:
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'optuna.db'}"
+
+
+class ResumeStudy(Callback):
+    """Hydra callback of an Optuna sweep (conf/hparams_search/optuna.yaml): ``hydra.sweeper.n_trials`` is the study's
+    size. A sweep resumed from a study's storage runs only the trials it still lacks (finished ones: complete or
+    pruned; a trial left running by a killed sweep runs again), none when the study is complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        import optuna
+
+        sweeper = config.hydra.sweeper
+        storage = instantiate(sweeper.storage) if isinstance(sweeper.storage, DictConfig) else sweeper.storage
+        if not storage:
+            return
+        try:
+            trials = optuna.load_study(study_name=sweeper.study_name, storage=storage).trials
+        except KeyError:   # no such study yet: a new sweep
+            return
+        finished = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+        with read_write(sweeper):
+            sweeper.n_trials = max(0, sweeper.n_trials - finished)
+        print(f"[sweep] the study {sweeper.study_name} holds {finished} finished trials: {sweeper.n_trials} more "
+              f"to reach hydra.sweeper.n_trials={sweeper.n_trials + finished}", file=sys.stderr)

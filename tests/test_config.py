@@ -91,3 +91,26 @@ def test_experiment_files_cite_their_source():
     for path in (CONF / "experiment").glob("*.yaml"):
         header = "".join(line for line in Path(path).read_text().splitlines(True)[:12] if line.startswith("#"))
         assert len(header) > 40, f"{path.name}: say in its header which paper table or setup it reproduces"
+
+
+def test_a_resumed_optuna_sweep_runs_only_the_trials_its_study_lacks(tmp_path):
+    """hydra.sweeper.n_trials is the study's size: finished trials in the storage count, a trial left running by a
+    killed sweep does not."""
+    import optuna
+
+    from netcompress.config import ResumeStudy, sqlite_storage
+
+    def sweeper(n_trials: int):
+        cfg = compose_config(["hparams_search=cckd_optuna", f"hydra.sweeper.n_trials={n_trials}",
+                              f"hydra.sweeper.storage.folder={tmp_path / 'sweep'}"], tmp_path)
+        ResumeStudy().on_multirun_start(cfg)
+        return cfg.hydra.sweeper
+
+    assert sweeper(5).n_trials == 5   # no study yet
+    study = optuna.create_study(study_name=sweeper(5).study_name, storage=sqlite_storage(str(tmp_path / "sweep")))
+    for value in (0.5, 0.6):
+        study.tell(study.ask(), value)
+    study.ask()   # running when the sweep was killed
+    assert sweeper(5).n_trials == 3 and sweeper(2).n_trials == 0 and sweeper(1).n_trials == 0
+    assert isinstance(instantiate(compose_config(["hparams_search=optuna"], tmp_path).hydra.callbacks.resume_study),
+                      ResumeStudy)

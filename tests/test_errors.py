@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, compose_config, run_cli, run_config
+from helpers import ROOT, compose_config, run_cli
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from netcompress.core import ConfigError, find_config_error
+import run
+from netcompress.config import config_error
+from netcompress.core import ConfigError
 from netcompress.networks.cifar_resnet import he_resnet
 from netcompress.networks.lenet import LeNet5
 
@@ -101,6 +105,38 @@ CASES = {
     "max_flops_ambiguous": (["experiment=metapruning_digits_search", "search.pruningnet_ckpt={pruningnet}",
                              "search.max_flops=2.0"], "search.max_flops=2.0", "330M"),
     "encoding_unset": (["model=pruned"], "encoding", "must be set"),
+    # values a target refuses while the run is built (any exception, named by the key as typed), zero or negative
+    # where a positive number is needed, text where a list goes, a group option that does not exist
+    "resnet_depth_not_6n_plus_2": (["model=resnet20", "model.depth=21"], "model.depth=21", "6n+2"),
+    "generator_latent_dim_negative": (["method=dafl", "generator.latent_dim=-1"], "generator.latent_dim=-1",
+                                      "DAFLGenerator refused it"),
+    "max_time_text": (["+trainer.max_time=abc"], "trainer.max_time=abc", "DD:HH:MM:SS"),
+    "cosine_period_zero": (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max=0", "CosineAnnealingLR"),
+    "step_size_zero": (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0", "StepLR refuses"),
+    "milestones_text": (["scheduler=multistep", "scheduler.milestones=abc"], "scheduler.milestones=abc",
+                        "not a list"),
+    "throughput_batch_zero": (["callbacks=default", "callbacks.speed.throughput_batch=0"],
+                              "callbacks.speed.throughput_batch=0", ">= 1"),
+    "save_top_k_below_minus_one": (["callbacks=default", "callbacks.model_checkpoint.save_top_k=-5"],
+                                   "callbacks.model_checkpoint.save_top_k=-5", "ModelCheckpoint refused it"),
+    "lr_monitor_interval_unknown": (["callbacks=default", "callbacks.lr_monitor.logging_interval=batch"],
+                                    "callbacks.lr_monitor.logging_interval=batch", "`step` or `epoch`"),
+    "accumulate_zero": (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0", ">= 1"),
+    "validate_every_zero_epochs": (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0", ">= 1"),
+    "num_nodes_zero": (["trainer.num_nodes=0"], "trainer.num_nodes=0", ">= 1"),
+    "log_every_negative": (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1", ">= 0"),
+    "gradient_clip_negative": (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1", ">= 0"),
+    "adam_beta_above_one": (["optimizer=adam", "+optimizer.betas=[1.5,0.9]"], "optimizer.betas=[1.5, 0.9]",
+                            "Invalid beta"),
+    "momentum_negative": (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum=-0.5", "momentum"),
+    "model_option_unknown": (["model=nosuch"], "model=nosuch", "conf/model/"),
+    "num_workers_text": (["data.num_workers=abc"], "data.num_workers=abc", ">= 0"),
+    "batch_size_fraction": (["data.batch_size=1.5"], "data.batch_size=1.5", "positive integer"),
+    "seed_fraction": (["seed=1.5"], "seed=1.5", "integer"),
+    "max_epochs_fraction": (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5", "at least one epoch"),
+    "holdout_fraction": (["data.holdout=1.5"], "data.holdout=1.5", ">= 0"),
+    "random_shift_negative": (["data=mnist", "model=lenet5", "data.random_shift=-1"], "data.random_shift=-1", ">= 0"),
+    "kd_temperature_zero": (["method=kd", "loss.temperature=0"], "loss.temperature=0", "> 0"),
 }
 
 
@@ -127,9 +163,13 @@ def test_mistake_is_named_by_key_value_and_fix(tmp_path, files, name):
     args, prefix, fix = CASES[name]
     args = [a.format(**files) for a in args]
     method = [] if any(a.startswith(("experiment=", "method=")) for a in args) else SUPERVISED
+    short = [a for a in SHORT if not (a == "callbacks=none" and "callbacks=default" in args)]
+    cfg = compose_config([*method, *short, *args], tmp_path)
+    with open_dict(cfg):
+        del cfg["hydra"]
     with pytest.raises(Exception) as raised:
-        run_config([*method, *SHORT, *args], tmp_path)
-    error = find_config_error(raised.value) or raised.value   # run.py's handling: the ConfigError inside
+        run.run(cfg)
+    error = config_error(raised.value, cfg) or raised.value   # what run.py prints after "error: "
     message = " ".join(str(error).split())
     if isinstance(error, ConfigError):
         assert message.startswith((f"{prefix.format(**files)}: ", f"{prefix.format(**files)} ")), message
@@ -152,8 +192,45 @@ def run_mistake(args: list[str], workdir: Path):
 
 @pytest.mark.e2e
 def test_printed_as_one_line_without_a_run_folder(tmp_path):
-    """The user's path: the folder Hydra made for the run is gone after the error."""
-    assert run_mistake(["trainer.precision=13"], tmp_path / "a").startswith("error: trainer.precision=13: ")
+    """The user's path: a value the Trainer refuses when it is built (the last thing built, after the datamodule,
+    the module, the loggers and the callbacks) is one line, and the folder Hydra made for the run is gone."""
+    line = run_mistake(["+trainer.max_time=abc"], tmp_path / "a")
+    assert line.startswith("error: trainer.max_time=abc: `Timer(duration='abc')` is not a valid duration"), line
+
+
+@pytest.mark.e2e
+def test_a_failure_while_training_stays_a_traceback(tmp_path):
+    """What is raised inside the Trainer's loops (a divergence, a bug) is not a config mistake, even when it is
+    raised while a node is instantiated (a teacher trained on first use)."""
+    from lightning_modules.dafl import TrainingDiverged
+
+    cfg = compose_config(["method=dafl", *SHORT, "loss.a=nan"], tmp_path)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    with pytest.raises(TrainingDiverged) as raised:
+        run.run(cfg)
+    assert config_error(raised.value, cfg) is None
+    node = OmegaConf.create({"teacher": {"_target_": f"{__name__}.train_and_fail"}})
+    with pytest.raises(InstantiationException, match="full_key: teacher") as raised:   # raised in a training loop
+        instantiate(node.teacher)                                                        # while a node is built
+    assert config_error(raised.value, cfg) is None
+
+
+def train_and_fail():
+    """A Trainer whose training step raises, as a ``_target_`` (a teacher trained on first use does this)."""
+    import lightning as L
+
+    from lightning_modules.classifier import ClassifierModule
+    from netcompress.networks.lenet import LeNet5
+
+    class Fails(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            raise FloatingPointError("a bug in training")
+
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.long))
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(Fails(LeNet5(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1)),
+                                              torch.utils.data.DataLoader(data, batch_size=2))
 
 
 @pytest.mark.e2e

@@ -135,3 +135,20 @@ def test_build_pruned_from_hand_written_yaml(tmp_path):
         build_pruned(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="model.arch"):
         build_pruningnet("vgg")
+
+
+def test_mbv2_shortcut_only_inside_a_stage_when_the_stem_is_as_wide_as_stage_one():
+    """A stem as wide as the first stage: its width comes from another gene, so no shortcut joins them (the sum of
+    two differently pruned widths would not add up); blocks after a stage's first keep theirs."""
+    from netcompress.networks.pruningnet.mobilenetv2 import MobileNetV2PruningNet, layout
+
+    space = dict(stem_width=16, stem_stride=1, stage_widths=(16, 24), stage_repeats=(2, 2), stage_strides=(1, 2),
+                 expand=6, last_channels=64)
+    _, blocks = layout(**space)
+    assert [b.residual for b in blocks] == [False, True, False, True]
+    net = MobileNetV2PruningNet(num_classes=10, in_channels=1, **space)
+    encoding = [30] * net.num_genes
+    encoding[0] = 5   # the stem pruned to 0.25, stage 1 kept whole
+    net.set_encoding(encoding)
+    assert net(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert net.narrow(encoding)(torch.randn(2, 1, 32, 32)).shape == (2, 10)

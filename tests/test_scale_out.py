@@ -47,10 +47,11 @@ def test_optuna_sweep_runs_trials_reports_the_best_and_resumes(tmp_path):
     infos = [run_info(r) for r in runs]
     assert {i["group"] for i in infos} == {f"cckd/{sweep.name}"} and len({i["name"] for i in infos}) == 3
 
-    # a stopped sweep resumes: the study in <sweep>/optuna.db keeps its trials, new ones are added, best over all
+    # a stopped sweep resumes: the study in <sweep>/optuna.db keeps its trials, only the missing ones run (n_trials
+    # is the study's size), best over all
     storage = f"sqlite:///{sweep / 'optuna.db'}"
     assert len(optuna.load_study(study_name="cckd_optuna", storage=storage).trials) == 3
-    more = run_cli(["hparams_search=cckd_optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage.folder={sweep}",
+    more = run_cli(["hparams_search=cckd_optuna", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage.folder={sweep}",
                     *TINY], tmp_path, multirun=True)
     study = optuna.load_study(study_name="cckd_optuna", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4

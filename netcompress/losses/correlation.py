@@ -32,8 +32,8 @@ Variants of the loss (``variant=``), so published baselines can be reproduced:
 
 Scale. With ``normalize=True`` every Taylor-RBF entry lies in [exp(-2 gamma)(1 - 2 gamma + 2 gamma^2), exp(-2 gamma)
 (1 + 2 gamma + 2 gamma^2)] = [0.23, 0.95] at gamma 0.4, so the mean squared difference of two such matrices is
-small (about 1e-3 to 1e-2 between a trained teacher and a student: docs/parity.md lists measured values) and the
-paper-form weight must be large (about 100) for the term to matter; ``reduction="sum"`` multiplies it by n^2.
+small (docs/parity.md lists the values measured between a trained teacher and a student) and the paper-form
+weight must be large for the term to matter; ``reduction="sum"`` multiplies it by n^2.
 On unnormalized embeddings the entries grow with ``(x.y)^P`` and the term is orders of magnitude larger, which
 is the scale torchdistill's weight 0.003 was set for.
 """

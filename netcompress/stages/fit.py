@@ -28,12 +28,12 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup()  # a missing dataset fails here, before a teacher is trained or a logger started
     module = instantiate(cfg.module, _convert_="object")  # plain containers: checkpoints load with weights_only
     loggers = instantiate_all(cfg.get("logger"))
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     callbacks = instantiate_all(cfg.get("callbacks"))
     if not loggers:  # logger=none: Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:   # the first write into the run folder: everything above is built
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     metrics = {}
     if cfg.train:
         with checkpoint_must_fit(module, ckpt_path):

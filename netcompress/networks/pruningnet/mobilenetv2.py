@@ -3,7 +3,7 @@
 Genes: one output ratio for the stem and for each stage (shared by the stage's blocks so the shortcuts match),
 then one mid (expansion) ratio per bottleneck. The last 1x1 conv and the classifier are not pruned. The first
 stage's bottleneck has expansion 1 but keeps its 1x1 expansion conv, as in the official PruningNet. A residual
-add joins blocks whose base input and output widths are equal.
+add joins a block's input and output only inside a stage (stride 1, one gene for both widths).
 """
 from dataclasses import dataclass
 
@@ -43,7 +43,9 @@ class Block:
 
     @property
     def residual(self) -> bool:
-        return self.inp == self.out
+        """A shortcut only inside a stage, as in the official code: stride 1 and the input's channels chosen by the
+        same gene as the output's (the stem's width may equal the first stage's, its gene does not)."""
+        return self.stride == 1 and self.in_gene == self.out_gene and self.inp == self.out
 
 
 def layout(stem_width, stage_widths, stage_repeats, stage_strides, expand, **_):
