@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_cckd import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
+from common import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.dafl import GeneratorThenStudentModule  # noqa: E402

@@ -1,7 +1,8 @@
 """Runs a study (bench/studies/<name>.yaml: labelled rows of ``python run.py`` overrides over seeds, in chained
 stages) and writes its table into its section of the docs.
 
-    python bench/study.py <name> [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1] [--table-only]
+    python bench/study.py <name> [<name> ...] [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1]
+                          [--table-only]
 
 Each run of (stage, row, seed) is ``python run.py <overrides> seed=<k>`` in its own folder
 ``logs/studies/<name>/<stage>/<label>/seed<k>`` (a killed run resumes there from its ``checkpoints/last.ckpt``),
@@ -101,7 +102,7 @@ class Study:
             if match[1] == "run":
                 folder = self.folder(ref, k)
                 return str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder)   # runs start in ROOT
-            return f"{read_json(self.record_path(ref, k))['metrics'][match[3]]:g}"
+            return f"{read_json(self.record_path(ref, k))['metrics'][match[3]]:.12g}"
         out = []
         for item in self.rows[key]["overrides"]:
             for var, value in self.vars.items():
@@ -281,23 +282,25 @@ def write_section(study: Study, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="a study of bench/studies/ (its name) or a study file")
+    parser.add_argument("names", nargs="+", help="studies of bench/studies/ (their names) or study files")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change one of its vars")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="OpenMP/MKL threads of each run")
     parser.add_argument("--seeds", help="comma-separated seeds instead of the study's")
     parser.add_argument("--table-only", action="store_true", help="run nothing: the table from the records")
     args = parser.parse_args(argv)
-    try:
-        study = Study(args.name, args.set, [int(s) for s in args.seeds.split(",")] if args.seeds else None)
-        outcomes = {} if args.table_only else run_study(study, args.parallel, args.threads)
-        text = table(study)
-        write_section(study, text)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(text)
-    failed = [o for o in outcomes.values() if o.startswith("FAILED")]
+    failed = 0
+    for name in args.names:
+        try:
+            study = Study(name, args.set, [int(s) for s in args.seeds.split(",")] if args.seeds else None)
+            outcomes = {} if args.table_only else run_study(study, args.parallel, args.threads)
+            text = table(study)
+            write_section(study, text)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{text}\n\n[study] {name}: section {study.section} of {study.doc.relative_to(study.root)} written")
+        failed += sum(o.startswith("FAILED") for o in outcomes.values())
     return 1 if failed else 0
 
 

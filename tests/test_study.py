@@ -78,7 +78,7 @@ def test_a_killed_run_is_run_again_in_its_folder_and_a_finished_one_is_read_back
     make, calls, tmp = tiny
     s = make()
     study.run_study(s)
-    killed, finished = s.folder("fit/KD", 1), s.folder("fit/by labels", 0)
+    killed = s.folder("fit/KD", 1)
     (killed / "metrics.json").unlink()   # killed: no metrics.json, its folder (and last.ckpt) stay
     s.record_path("fit/KD", 1).unlink()
     s.record_path("fit/by labels", 0).unlink()   # finished, record not yet written
@@ -94,7 +94,8 @@ def test_references_resolve_per_seed_and_a_changed_var_reruns(tiny):
     s = make()
     study.run_study(s)
     seed1 = s.arguments("fit/KD", 1)
-    assert f"teacher.checkpoint={tmp}/logs/studies/tiny/teacher/LeNet-5/seed0/checkpoints/last.ckpt" in seed1   # one teacher
+    teacher = f"teacher.checkpoint={tmp}/logs/studies/tiny/teacher/LeNet-5/seed0/checkpoints/last.ckpt"
+    assert teacher in seed1   # one teacher for every seed
     tested = s.arguments("test/KD tested", 1)
     assert f"ckpt_path={tmp}/logs/studies/tiny/fit/KD/seed1/checkpoints/last.ckpt" in tested
     assert "optimizer.lr=0.65" in tested and "optimizer.lr=0.55" in s.arguments("test/KD tested", 0)
