@@ -65,7 +65,6 @@ class Study:
         self.section = self.spec.get("section", self.name)
         self.rows = {f"{stage}/{row['label']}": {**row, "stage": stage, "overrides": flat(row["overrides"])}
                      for stage, rows in self.spec["stages"].items() for row in rows}
-
         order = list(self.spec["stages"])
         for key, row in self.rows.items():
             for m in REFERENCE.finditer(" ".join(row["overrides"])):
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"{text}\n\n[study] {name}: section {study.section} of {study.doc.relative_to(study.root)} written")
+        print(f"{text}\n\n[study] {name}: section {study.section} of {study.doc.name} written")
         failed += sum(o.startswith("FAILED") for o in outcomes.values())
     return 1 if failed else 0
 

@@ -5,6 +5,7 @@ import json
 import math
 import shlex
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -237,3 +238,26 @@ def test_a_real_chain_reruns_nothing_and_resumes_a_killed_run(tmp_path, monkeypa
     assert study.run_study(s)[("test/KD tested", 0)].startswith("ran in")
     tested = json.loads(s.record_path("test/KD tested", 0).read_text())["metrics"]["test/acc"]
     assert tested == json.loads(s.record_path("fit/KD", 0).read_text())["metrics"]["test/acc"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_study_without_its_data_prints_run_pys_line(tmp_path):
+    """A missing data set: each run fails with run.py's one error line, what reads it is skipped, exit status 1."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- study:nodata:start -->\n<!-- study:nodata:end -->\n")
+    spec = {"vars": {"data_root": "x"}, "doc": str(doc), "stages": {
+        "teacher": [{"label": "t", "overrides": ["method=supervised", "data=mnist", "data.root=${data_root}"]}],
+        "student": [{"label": "s", "overrides": ["method=kd", "data=mnist", "data.root=${data_root}",
+                                                 "teacher.checkpoint=${run:teacher/t}/checkpoints/last.ckpt"]}]},
+        "table": [{"header": "test top-1", "metric": "test/acc"}]}
+    (tmp_path / "nodata.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    try:
+        proc = subprocess.run([sys.executable, "bench/study.py", str(tmp_path / "nodata.yaml"), "--set",
+                               f"data_root={tmp_path / 'x'}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(ROOT / "logs" / "studies" / "nodata", ignore_errors=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert f"teacher/t seed 0: FAILED: error: data.root={tmp_path / 'x'}: " in proc.stdout
+    assert "student/s seed 0: FAILED: needs teacher/t seed 0, which failed" in proc.stdout
+    assert "No records yet." in doc.read_text()
