@@ -9,7 +9,7 @@ networks, loss code, optimizers and batches; nothing logged). Prints the ratio p
 Sizes: ``lenet``: the digits/MNIST pair (LeNet-5 -> LeNet-5-half, 1x32x32, batch 64; DAFL: generator width 16, 64
 images; PruningNet: the 32x32 MobileNetV2 PruningNet of experiment=metapruning_digits). ``resnet20``: CIFAR
 ResNet-56 -> ResNet-20 (3x32x32, 100 classes, batch 64; DAFL: generator width 64; PruningNet: not measured).
-Goals (issue 13): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
+Goals: <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
 ``--rounds`` times, in this one process, in alternating order; each round's ratio is of the same steps (after 5
 warm-up steps), and the median over rounds is printed, with every round's ratio, so load from other processes shows
 as spread; ``fastest``: the fastest Lightning round over the fastest plain round (interference only adds time, so
