@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import criterion  # noqa: E402
 
 from lightning_modules.kd import KDModule  # noqa: E402
 from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
@@ -27,17 +28,6 @@ PAIRS = {  # name: (student factory, teacher factory, input shape)
     "lenet": (lambda: lenet5_half(10, 1), lambda: LeNet5(10, 1), (1, 32, 32)),
     "resnet": (lambda: he_resnet(20, 100, 3), lambda: he_resnet(56, 100, 3), (3, 32, 32)),
 }
-
-
-def criterion(loss: str):
-    """The criterion of ``conf/loss/<loss>.yaml`` (its defaults: the YAML is their one source), as run.py builds it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return instantiate(compose("config", overrides=[f"loss={loss}"]).loss)
 
 
 def make_module(pair: str, loss: str, device) -> KDModule:

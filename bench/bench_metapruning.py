@@ -4,7 +4,7 @@
    network, both at full width: time ratio (goal <= 1.5) and peak memory of each (own process each).
 2. Candidates scored per minute on digits (BN recalibration + held-out top-1), the search's inner loop.
 3. ``--step-ratio``: ``PruningNetModule``'s training step in a Lightning Trainer vs a plain PyTorch loop of the same
-   PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD optimizer (issue 13 item 5:
+   PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD optimizer (
    MobileNetV2 PruningNet, batch 8, 224x224; goal <= 1.0). Own process each; median step time after warm-up.
 
     python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]

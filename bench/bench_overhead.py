@@ -9,7 +9,7 @@ networks, loss code, optimizers and batches; nothing logged). Prints the ratio p
 Sizes: ``lenet``: the digits/MNIST pair (LeNet-5 -> LeNet-5-half, 1x32x32, batch 64; DAFL: generator width 16, 64
 images; PruningNet: the 32x32 MobileNetV2 PruningNet of experiment=metapruning_digits). ``resnet20``: CIFAR
 ResNet-56 -> ResNet-20 (3x32x32, 100 classes, batch 64; DAFL: generator width 64; PruningNet: not measured).
-Goals (issue 13): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
+Goals: <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
 ``--rounds`` times, in this one process, in alternating order; each round's ratio is of the same steps (after 5
 warm-up steps), and the median over rounds is printed, with every round's ratio, so load from other processes shows
 as spread; ``fastest``: the fastest Lightning round over the fastest plain round (interference only adds time, so
@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_cckd import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
+from common import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.dafl import GeneratorThenStudentModule  # noqa: E402

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cckd import criterion  # noqa: E402
+from common import criterion  # noqa: E402
 
 from lightning_modules.teacher import build_teacher  # noqa: E402
 from netcompress.core import load_checkpoint  # noqa: E402

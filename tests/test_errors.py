@@ -3,13 +3,11 @@ and the fix>`` (one line, no traceback), exit status 1, and no run folder left b
 
 The table runs in-process (compose + ``run.run``: the ConfigError is what run.py prints); a few real ``run.py``
 processes check the printed form."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, compose_config, run_cli
+from helpers import compose_config, run_cli
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -239,16 +237,6 @@ def test_an_unwritable_log_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     line = run_mistake([f"paths.log_dir={tmp_path}/file/logs"], tmp_path / "c")
     assert line.startswith(f"error: paths.log_dir={tmp_path}/file/logs: cannot create the run folder in it")
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_a_bench_script_without_its_data_prints_run_pys_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cckd_table.py"), "--data-root", str(tmp_path / "x"),
-                           "--workdir", str(tmp_path / "w")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines() == [line for line in proc.stderr.strip().splitlines()
-                                                if line.startswith("error: data.root=")], proc.stderr[-3000:]
 
 
 def test_foreign_search_state_and_encoding_files_are_clear_errors(tmp_path):

@@ -1,0 +1,115 @@
+"""The statistics of the studies' tables. ``±`` is the sample standard deviation (n - 1) over seeds.
+
+A column ``{header, stat: <name>, <params>}`` of a study calls ``<name>(records, key, **params)``: ``records`` maps
+every ``stage/label`` of the study to its runs' records (metrics.json's ``metrics`` and the study's ``outputs``, by
+seed), ``key`` is the table row's ``stage/label``; it returns the cell's text.
+"""
+import statistics
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    values = list(values)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± sd`` of ``values`` times ``scale``."""
+    mean, sd = mean_sd([scale * v for v in values])
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged); nan when one side is flat."""
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / norm if norm else float("nan")
+
+
+def line_at(points: list[tuple[float, float]], x: float) -> float:
+    """The piecewise-linear line through ``points`` (x, y) at ``x``: between the two points around ``x``, or along
+    the first or last two points outside them."""
+    points = sorted(points)
+    i = min(max(sum(px <= x for px, _ in points) - 1, 0), len(points) - 2)
+    (x0, y0), (x1, y1) = points[i], points[i + 1]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def by_seed(records: dict, key: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in records.get(key, [])}
+
+
+def above_line(records: dict, key: str, uniform: list[str], metric: str = "test/acc", flops: str = "model/flops",
+               scale: float = 100, digits: int = 2) -> str:
+    """How far the row's ``metric`` lies above the line through the uniform-width rows (``uniform``: their
+    ``stage/label``) at the row's FLOPs, per seed (the seed's own uniform networks), as ``mean ± sd``."""
+    gaps = []
+    for seed, record in by_seed(records, key).items():
+        points = [(r["metrics"][flops], r["metrics"][metric]) for u in uniform if (r := by_seed(records, u).get(seed))]
+        if len(points) >= 2:
+            gaps.append(record["metrics"][metric] - line_at(points, record["metrics"][flops]))
+    return pm(gaps, scale, digits) if gaps else "–"
+
+
+def rank_agreement(records: dict, key: str, pairs: dict[str, str], metric: str = "test/acc") -> str:
+    """Spearman's correlation between the scores an earlier run gave and the rows' ``metric``, pooled over seeds and
+    the rows of ``pairs`` (``row stage/label: <scoring stage/label>:<its metric>``); written in the first row."""
+    if key != next(iter(pairs)):
+        return ""
+    x, y = [], []
+    for row, source in pairs.items():
+        scorer, score = source.rsplit(":", 1)
+        for seed, record in by_seed(records, row).items():
+            if (s := by_seed(records, scorer).get(seed)) and score in s["metrics"]:
+                x.append(s["metrics"][score])
+                y.append(record["metrics"][metric])
+    return f"{spearman(x, y):+.2f} ({len(x)} networks)" if len(x) > 2 else "–"
+
+
+def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2) -> str:
+    """The row's mean ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage)."""
+    base = base if base in records or "/" in base else f"{key.split('/', 1)[0]}/{base}"
+    mine, theirs = ([r["metrics"][metric] for r in records.get(k, [])] for k in (key, base))
+    if not mine or not theirs or key == base:
+        return "–" if key != base else ""
+    return f"{scale * (mean_sd(mine)[0] - mean_sd(theirs)[0]):+.{digits}f}"
+
+
+def collapsed(records: dict, key: str, diversity: str = "train/diversity_epoch",
+              threshold: str = "collapse_threshold") -> str:
+    """The seeds whose generator ended collapsed: the last epoch's ``diversity`` below the run's own threshold."""
+    found = [r for r in records.get(key, []) if diversity in r["metrics"] and threshold in r["metrics"]]
+    if not found:
+        return "–"
+    return ", ".join(str(r["seed"]) for r in found if r["metrics"][diversity] < r["metrics"][threshold]) or "none"
+
+
+def time_to(records: dict, key: str, threshold: float, curve: str = "val_acc_curve") -> str:
+    """Seconds until the per-epoch ``curve`` first reaches ``threshold``, mean over seeds; an epoch's end is taken
+    at its share of the run's wall time (epochs of equal length)."""
+    times, runs = [], records.get(key, [])
+    for r in runs:
+        values = r["metrics"].get(curve) or []
+        first = next((i for i, v in enumerate(values) if v >= threshold), None)
+        if first is not None:
+            times.append(r["wall_time_s"] * (first + 1) / len(values))
+    if not times:
+        return "never" if runs else "–"
+    return f"{mean_sd(times)[0]:.0f}" + (f" ({len(times)} of {len(runs)} seeds)" if len(times) < len(runs) else "")
