@@ -3,6 +3,7 @@ images or on synthesized ones (then no training image is read), its accuracy mea
 the fp32 export kept alone when int8 loses too much or cannot be made; bad settings are one error line."""
 import json
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -77,25 +78,31 @@ def test_int8_export_is_smaller_and_measured_on_the_test_set(trained, tmp_path, 
     assert len(table) == 2 and f"{100 * metrics['export/test_acc_int8']:.2f}" in table[1]
 
 
-def test_more_than_the_allowed_drop_keeps_fp32_alone(trained, tmp_path):
-    """export.max_accuracy_drop=-1: int8 would have to beat fp32 by a point. One warning; no int8 file."""
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "[export]" in r.getMessage()]
+
+
+def test_more_than_the_allowed_drop_keeps_fp32_alone(trained, tmp_path, caplog):
+    """export.max_accuracy_drop=-1: int8 would have to beat fp32 by a point. One warning line; no int8 file."""
     out = tmp_path / "export"
-    with pytest.warns(UserWarning, match=r"int8 loses .* export.max_accuracy_drop=-1\); not kept") as record:
-        metrics = run_config([*EXPORT, f"ckpt_path={trained}", "export.max_accuracy_drop=-1"], out)
-    assert len([w for w in record if "[export] warning" in str(w.message)]) == 1
+    metrics = run_config([*EXPORT, f"ckpt_path={trained}", "export.max_accuracy_drop=-1"], out)
+    [line] = warnings_of(caplog)
+    assert re.fullmatch(r"\[export\] warning: int8 loses -?\d+\.\d\d points of test top-1 \(> "
+                        r"export.max_accuracy_drop=-1\); not kept: the export is the fp32 network.onnx.", line)
     assert metrics["export/int8_kept"] == 0.0 and "export/test_acc_int8" in metrics
     assert not (out / "network.int8.onnx").exists() and (out / "network.onnx").is_file()
 
 
-def test_a_network_that_cannot_be_quantized_keeps_fp32(trained, tmp_path, monkeypatch):
+def test_a_network_that_cannot_be_quantized_keeps_fp32(trained, tmp_path, monkeypatch, caplog):
     def refuse(*args, **kwargs):
         raise NotImplementedError("Could not find an implementation for ConvInteger\nmore detail")
 
     monkeypatch.setattr(quantize, "quantize_int8", refuse)
     out = tmp_path / "export"
-    with pytest.warns(UserWarning, match=r"could not be quantized to int8 \(NotImplementedError: Could not find an "
-                                         r"implementation for ConvInteger\); keeping the fp32 export network.onnx"):
-        metrics = run_config([*EXPORT, f"ckpt_path={trained}"], out)
+    metrics = run_config([*EXPORT, f"ckpt_path={trained}"], out)
+    assert warnings_of(caplog) == ["[export] warning: the network could not be quantized to int8 "
+                                   "(NotImplementedError: Could not find an implementation for ConvInteger); keeping "
+                                   "the fp32 export network.onnx alone."]
     assert metrics["export/int8_kept"] == 0.0 and "export/test_acc_int8" not in metrics
     assert not (out / "network.int8.onnx").exists() and (out / "network.onnx").is_file()
 

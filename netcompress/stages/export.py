@@ -15,11 +15,12 @@ export.synthetic_images=<synthetic_images.pt>``: no training image is read). fp3
 test set (top-1), at batch 1 and ``export.batch`` (latency, onnxruntime, the same threads) and on disk. A network
 that cannot be quantized, or whose int8 top-1 is more than ``export.max_accuracy_drop`` points below fp32's, gets a
 warning and keeps its fp32 export alone."""
+import logging
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from netcompress.core import ConfigError, load_checkpoint, read_state_dict, state_dict_mismatch
@@ -28,6 +29,7 @@ from netcompress.deploy.export import to_onnx, to_torchscript
 from netcompress.deploy.speed import example_input, measure_latency, time_call
 from netcompress.networks.flops import count_flops, count_params
 
+log = logging.getLogger(__name__)
 FIX = "point ckpt_path at <run dir>/checkpoints/last.ckpt of a training run of run.py (stage=fit)"
 
 
@@ -175,8 +177,8 @@ def _int8(net_onnx: Path, out: Path, q: dict, run_cfg: DictConfig, threads: int,
         int8 = quantize.session(int8_path, threads)
     except Exception as e:   # an operator onnxruntime cannot quantize: the fp32 export stands
         int8_path.unlink(missing_ok=True)
-        rank_zero_warn(f"[export] warning: the network could not be quantized to int8 ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}); keeping the fp32 export {net_onnx.name} alone.")
+        log.warning(f"[export] warning: the network could not be quantized to int8 ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}); keeping the fp32 export {net_onnx.name} alone.")
         return {**metrics, "export/int8_kept": 0.0}
     metrics.update({
         "export/test_acc_int8": quantize.accuracy(int8, test), "export/size_mb_int8": quantize.size_mb(int8_path),
@@ -188,8 +190,8 @@ def _int8(net_onnx: Path, out: Path, q: dict, run_cfg: DictConfig, threads: int,
                    f"uint8) calibrated on {len(images)} {source}; test top-1 on {len(test.dataset)} images")
     if not metrics["export/int8_kept"]:
         int8_path.unlink()
-        rank_zero_warn(f"[export] warning: int8 loses {drop:.2f} points of test top-1 (> export.max_accuracy_drop="
-                       f"{q['max_drop']:g}); not kept: the export is the fp32 {net_onnx.name}.")
+        log.warning(f"[export] warning: int8 loses {drop:.2f} points of test top-1 (> export.max_accuracy_drop="
+                    f"{q['max_drop']:g}); not kept: the export is the fp32 {net_onnx.name}.")
     return metrics
 
 
