@@ -4,12 +4,14 @@ the fp32 export kept alone when int8 loses too much or cannot be made; bad setti
 import json
 import logging
 import re
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, run_cli, run_config
+import yaml
+from helpers import FAST, ROOT, run_cli, run_config
 from test_deploy_export import save_run_config
 
 from datamodules.digits import DigitsDataModule
@@ -150,3 +152,50 @@ def test_int4_as_typed_is_one_line_and_no_run_folder(trained, tmp_path):
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: export.quantize=int4: ")
     assert proc.run_dirs == []
+
+
+@pytest.mark.parametrize("name", ["deploy_pipeline", "deploy_pipeline_datafree"])
+def test_deploy_studies_name_only_their_vars_and_earlier_rows(name):
+    """Every ${var} is a var of the file, every ${run:stage/label} a row of an earlier stage; the export stage
+    quantizes each of the teacher, the found and the uniform network (calibrated on synthesized images when
+    data-free)."""
+    spec = yaml.safe_load((ROOT / "bench" / "studies" / f"{name}.yaml").read_text())
+    seen = set()
+    for stage, rows in spec["stages"].items():
+        for row in rows:
+            for item in row["overrides"]:
+                for ref in re.findall(r"\$\{([^}]+)\}", item):
+                    if ref.startswith("run:"):
+                        assert ref[4:] in seen, f"{stage}/{row['label']}: {ref} is not an earlier row"
+                    else:
+                        assert ref in spec["vars"], f"{stage}/{row['label']}: ${{{ref}}} is not a var"
+        seen |= {f"{stage}/{row['label']}" for row in rows}
+    exports = {row["label"]: row["overrides"] for row in spec["stages"]["export"]}
+    assert set(exports) == {"teacher", "found", "uniform"}
+    for overrides in exports.values():
+        assert "export.quantize=int8" in overrides
+        assert ("export.calibration=synthetic" in overrides) == name.endswith("datafree")
+    assert any("search.max_latency=" in o for o in spec["stages"]["search"][0]["overrides"])
+
+
+def test_deploy_report_reads_the_records(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import deploy_report
+
+    metrics = {"export/test_acc_fp32": 0.95, "export/test_acc_int8": 0.93, "export/int8_kept": 0.0,
+               "speed/latency_ms_onnxruntime": 0.1, "speed/latency_ms_int8": 0.05,
+               "speed/latency_ms_b32_onnxruntime": 2.0, "speed/latency_ms_b32_int8": 1.0,
+               "export/size_mb_fp32": 0.4, "export/size_mb_int8": 0.1, "speed/threads": 1, "model/params": 1234}
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        path = tmp_path / "export" / "found" / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"metrics": {**metrics, "export/test_acc_fp32": 0.95 + shift}}))
+    points = deploy_report.deploy_points(tmp_path)
+    assert [(p["network"], p["precision"], p["kept"]) for p in points] == [("found", "fp32", True),
+                                                                            ("found", "int8", False)]
+    assert points[0]["top-1 %"] == pytest.approx(95.5) and points[1]["batch 32 ms"] == 1.0
+    table = deploy_report.markdown(points)
+    assert "| found | fp32 | 1,234 | 95.50 | 0.100 | 2.000 | 0.400 |" in table
+    assert "| found | int8 (not kept: over export.max_accuracy_drop) | 1,234 | 93.00 | 0.050 | 1.000 | 0.100 |" in table
+    deploy_report.figure(points, "t").savefig(tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000
