@@ -46,8 +46,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: torch.Te
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"   # shapes inferred, graph optimized: what the quantizer expects
-        with contextlib.redirect_stdout(io.StringIO()):   # its progress print
-            ort.quant_pre_process(str(fp32_path), str(prepared))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):   # its progress print
+                ort.quant_pre_process(str(fp32_path), str(prepared))
+        except Exception:   # a graph its shape inference cannot read: quantized as exported
+            prepared = Path(fp32_path)
         activation_type = {"uint8": ort.QuantType.QUInt8, "int8": ort.QuantType.QInt8}[activations]
         with atomic_output(int8_path) as out:
             ort.quantize_static(str(prepared), str(out), Reader(), quant_format=ort.QuantFormat.QDQ, per_channel=True,
