@@ -199,3 +199,24 @@ def test_deploy_report_reads_the_records(tmp_path):
     assert "| found | int8 (not kept: over export.max_accuracy_drop) | 1,234 | 93.00 | 0.050 | 1.000 | 0.100 |" in table
     deploy_report.figure(points, "t").savefig(tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_relative_data_root_is_the_training_runs(tmp_path, monkeypatch):
+    """The calibration and test images come from the training run's data.root, typed relative to where that run
+    started: found from another folder through its .hydra/hydra.yaml."""
+    from omegaconf import OmegaConf
+
+    from netcompress.stages.export import _resolve_relative
+
+    (tmp_path / "start" / "images").mkdir(parents=True)
+    run = tmp_path / "start" / "logs" / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"cwd": str(tmp_path / "start")}}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.create({"paths": {"data_dir": "images"}, "data": {"root": "${paths.data_dir}"},
+                            "model": {"_target_": "x"}})
+    _resolve_relative(cfg, run)
+    assert cfg.data.root == str(tmp_path / "start" / "images")
+    cfg = OmegaConf.create({"data": {"root": "/elsewhere"}, "model": {}})
+    _resolve_relative(cfg, run)
+    assert cfg.data.root == "/elsewhere"
