@@ -22,7 +22,9 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.|^/datasets/|^/path/")
 WRITERS = {"mnist": write_mnist, "cifar10": lambda root: write_cifar(root, 10),
            "cifar100": lambda root: write_cifar(root, 100, per_batch=400),
-           "imagenet": lambda root: write_image_folder(root, classes=3)}
+           "imagenet": lambda root: write_image_folder(root, classes=3),
+           "image_folder": lambda root: write_image_folder(root, classes=3),
+           "cifar10_jpeg": lambda root: write_image_folder(root, classes=10)}
 
 
 def documented_commands() -> list[str]:
@@ -178,6 +180,9 @@ def test_documented_command_composes_and_instantiates(command, tmp_path):
     filled = [f"{o.split('=', 1)[0]}=/placeholder" if "=" in o and PLACEHOLDER.search(o.split("=", 1)[1]) else o
               for o in overrides]
     cfg = composed(filled, tmp_path)
+    if "data.root=/placeholder" in filled and cfg.hydra.runtime.choices.data in ("image_folder", "cifar10_jpeg"):
+        tree = WRITERS[cfg.hydra.runtime.choices.data](tmp_path / "tree")   # its classes are counted from the tree
+        cfg = composed([f"data.root={tree}" if o == "data.root=/placeholder" else o for o in filled], tmp_path)
     if "--cfg" in flags:
         return
     no_download = {"weights": None} if "weights" in (cfg.get("model") or {}) else {}
