@@ -1,9 +1,9 @@
 """``hydra/launcher=slurm``: hydra-submitit-launcher's job polling made to work on a cluster without accounting
-storage too (a Hydra callback the launcher's config adds). submitit asks ``sacct`` for the jobs' states; where the cluster keeps no accounting
-(``AccountingStorageType=accounting_storage/none``: sacct answers "Slurm accounting storage is disabled"), it
-would warn on every poll and never see a job that ended without writing its result (cancelled, killed). There the
-states come from ``squeue --states=all`` instead (it remembers ended jobs for the cluster's ``MinJobAge``), said
-once in the log."""
+storage too (a Hydra callback the launcher's config adds). submitit asks ``sacct`` for the jobs' states; where the
+cluster keeps no accounting (``AccountingStorageType=accounting_storage/none``: sacct answers "Slurm accounting
+storage is disabled"), it would warn on every poll and never see a job that ended without writing its result
+(cancelled, killed). There the states come from ``squeue --states=all`` instead (it remembers ended jobs for the
+cluster's ``MinJobAge``), said once in the log."""
 import logging
 import subprocess
 

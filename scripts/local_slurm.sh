@@ -5,7 +5,8 @@
 #   bash scripts/local_slurm.sh status   # sinfo
 #   bash scripts/local_slurm.sh stop     # stops the daemons it started and cancels what is queued
 # Starting twice is harmless. It writes /etc/slurm/slurm.conf (where sbatch/sinfo look) and refuses to replace a
-# slurm.conf it did not write. No accounting database: sacct is not used by the project (see
+# slurm.conf it did not write; it adds the node names to /etc/hosts (127.0.0.1), where a job's processes look up
+# the first node of a multi-node job (the DDP rendezvous). No accounting database: sacct is not used by the project (see
 # conf/hydra/launcher/slurm.yaml). What it does not prove: GPUs, a shared filesystem, more than one host.
 set -euo pipefail
 
@@ -71,7 +72,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 ReturnToService=2
-KillWait=10
+KillWait=5
 MinJobAge=3600
 SlurmdTimeout=60
 $nodes
@@ -89,6 +90,13 @@ running() {   # running <pid file>
     [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
+add_hosts() {
+    local n
+    for n in "${NODES[@]}"; do
+        getent hosts "$n" >/dev/null || echo "127.0.0.1 $n   # scripts/local_slurm.sh" >> /etc/hosts
+    done
+}
+
 start_munge() {
     local pid=/run/munge/munged.pid
     running "$pid" && return
@@ -104,6 +112,7 @@ start() {
     install_packages
     CHANGED=0
     write_conf
+    add_hosts
     start_munge
     if [ "$CHANGED" = 1 ]; then stop_daemons; fi   # a changed configuration restarts the daemons
     if ! running "$STATE/slurmctld.pid"; then
