@@ -22,6 +22,8 @@ import yaml
 from helpers import FAST, ROOT, run_cli, run_folders
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweep extra is not installed: "
+                    "pip install -e '.[sweep]'")
 
 # one job = one process on one CPU of a node; gpus_per_node follows trainer.devices unless set to null
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
@@ -71,9 +73,10 @@ def weights(run_dir: Path) -> dict:
 
 
 def job_ids(sweep: Path) -> list[str]:
-    """The SLURM job ids of a sweep's jobs (submitit's folders <array id>_<index>), by job number."""
-    found = [p.name for p in (sweep / ".submitit").glob("*_*") if p.is_dir()]
-    return sorted(found, key=lambda j: int(j.split("_")[1]))
+    """The SLURM job ids of a sweep's jobs, by job number: submitit's folders, <array id>_<index> (one job: <id>)."""
+    found = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)]
+    arrays = [j for j in found if "_" in j]
+    return sorted(arrays, key=lambda j: int(j.split("_")[1])) if arrays else found
 
 
 def job_field(job: str, field: str) -> str:
@@ -82,10 +85,10 @@ def job_field(job: str, field: str) -> str:
     return match.group(1) if match else ""
 
 
-def release_held(job: str) -> None:
-    """A requeued job waits two minutes (BeginTime): let it start now."""
+def release_held(job: str, *settings: str) -> None:
+    """A requeued job waits two minutes (BeginTime): let it start now (with these ``scontrol update`` settings)."""
     if job_field(job, "JobState") == "PENDING" and job_field(job, "Reason") == "BeginTime":
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", *settings], check=True, timeout=30)
 
 
 def start_sweep(args: list[str], workdir: Path) -> subprocess.Popen:
@@ -108,14 +111,14 @@ def wait_for(ready, proc: subprocess.Popen, workdir: Path, timeout: float = 300)
     return found
 
 
-def finish(proc: subprocess.Popen, workdir: Path, job: str, timeout: float = 600) -> Path:
+def finish(proc: subprocess.Popen, workdir: Path, job: str, *settings: str, timeout: float = 600) -> Path:
     """Waits for the sweep to end (releasing the job each time SLURM holds it after a requeue); its one run folder."""
     deadline = time.time() + timeout
     while proc.poll() is None:
         if time.time() > deadline:
             proc.kill()
             raise AssertionError(f"timed out:\n{(workdir / 'output.txt').read_text()[-3000:]}")
-        release_held(job)
+        release_held(job, *settings)
         time.sleep(1)
     output = (workdir / "output.txt").read_text()
     assert proc.returncode == 0, output[-3000:]
@@ -176,19 +179,21 @@ def test_job_requeued_mid_fit_resumes_in_its_run_folder(tmp_path, uninterrupted)
 
 
 def test_job_at_its_time_limit_is_requeued_and_resumes(tmp_path, uninterrupted):
-    # USR2 signal_delay_s before the 2-minute limit (SLURM checks limits every 30 s: 30 to 60 s into the job);
-    # 15 s of sleep per epoch makes the job outlast that
-    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=90"]
-    proc = start_sweep([*SLURM, *limit, *DIGITS, *slow_epochs(15)], tmp_path)
-    last = wait_for(last_checkpoint_of(tmp_path), proc, tmp_path)
-    (job,) = job_ids(last.parents[2])
-    run_dir = finish(proc, tmp_path, job)
+    # USR2 signal_delay_s before the 2-minute limit, and SLURM may send it up to 60 s earlier: 30 to 90 s into the
+    # job, which sleeps 25 s before every epoch after the first in its first run. The requeued run gets 10 minutes:
+    # SLURM can signal a requeued job at once, before submitit listens, which would kill it.
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
+    proc = start_sweep([*SLURM, *limit, *DIGITS, *slow_epochs(25), "+callbacks.slow_epochs.first_attempt_only=true"],
+                       tmp_path)
+    sweep = wait_for(lambda: next(iter(tmp_path.glob("logs/*/multiruns/*/.submitit")), None), proc, tmp_path).parent
+    (job,) = wait_for(lambda: job_ids(sweep), proc, tmp_path)
+    run_dir = finish(proc, tmp_path, job, "TimeLimit=10")
     restarts = int(job_field(job, "Restarts"))
-    assert restarts >= 1
+    assert restarts == 1
     assert_same_outcome(run_dir, uninterrupted)
     log = (run_dir / "run.log").read_text()
-    assert 1 <= log.count("[resume]") <= restarts and "Restored all states" in log
-    submitit_log = "".join(p.read_text() for p in (run_dir.parent / ".submitit" / job).glob("*_log.*"))
+    assert log.count("[resume]") == 1 and "Restored all states" in log
+    submitit_log = "".join(p.read_text() for p in (sweep / ".submitit" / job).glob("*_log.*"))
     assert "Caught signal SIGUSR2" in submitit_log and "this job is timed-out" in submitit_log
     assert "Requeued job" in submitit_log
     print(f"[slurm] time limit: requeued {restarts} time(s); resumed to the uninterrupted result")
