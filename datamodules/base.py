@@ -5,7 +5,7 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from datamodules.samplers import bind_teacher_features
 from netcompress.core import ConfigError
@@ -129,8 +129,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         if self.batch_sampler is None:
+            trainer, seed = self.trainer, int(torch.initial_seed()) % 2**31
+            world = trainer.world_size if trainer is not None else 1
+            sampler = (EpochShuffle(self.train_set, seed=seed) if world == 1 else
+                       EpochShuffleShard(self.train_set, seed=seed, num_replicas=world, rank=trainer.global_rank))
             return self._loader(self.train_set, self.device_batch_size(), augment=True, drop_last=True,
-                                sampler=EpochShuffle(self.train_set, seed=int(torch.initial_seed()) % 2**31))
+                                sampler=sampler)
         trainer = self.trainer
         sampler = self.batch_sampler(labels=self.train_labels(), batch_size=self.device_batch_size(),
                                      num_replicas=trainer.world_size if trainer else 1,
@@ -160,5 +164,23 @@ class EpochShuffle(RandomSampler):
         self.epoch = epoch
 
     def __iter__(self):
-        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=rng).tolist()
+        yield from epoch_order(len(self.data_source), self.seed, self.epoch)
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    rng = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=rng).tolist()
+
+
+class EpochShuffleShard(DistributedSampler):
+    """Under DDP: rank ``r`` of ``W`` reads every ``W``-th index of :class:`EpochShuffle`'s order from ``r`` (the
+    tail that does not split evenly is dropped), so the ranks' batches of a step together are the batch of one
+    process with the same global batch: DDP over ``W`` processes of ``B`` images computes the steps of one process of
+    ``W * B`` images. (Lightning's own DistributedSampler draws another order.)"""
+
+    def __init__(self, data_source, seed: int, num_replicas: int, rank: int):
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+
+    def __iter__(self):
+        order = epoch_order(len(self.dataset), self.seed, self.epoch)
+        yield from order[self.rank:self.num_samples * self.num_replicas:self.num_replicas]

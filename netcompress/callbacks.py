@@ -101,6 +101,30 @@ class TrainThroughput(Callback):
             pl_module.model_stats = stats
 
 
+class RanksInSync(Callback):
+    """Under DDP: after every training epoch, a fingerprint of each trained network's weights (the sum and the sum
+    of squares of its parameters, in float64) is gathered from every rank and printed, one line starting with
+    ``[ranks]``; ranks that differ stop the run (a gradient not averaged over the processes, a step taken on one rank
+    only). Nothing under one process. Add it from the command line:
+    ``+callbacks.ranks_in_sync._target_=netcompress.callbacks.RanksInSync``."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.world_size == 1:
+            return
+        nets = {name: child for name, child in pl_module.named_children()
+                if any(p.requires_grad for p in child.parameters())}
+        local = torch.stack([torch.stack([sum(p.detach().double().sum() for p in net.parameters()),
+                                          sum(p.detach().double().square().sum() for p in net.parameters())])
+                             for net in nets.values()])
+        ranks = pl_module.all_gather(local).view(trainer.world_size, len(nets), 2).tolist()
+        rank_zero_info(f"[ranks] weight fingerprints after epoch {trainer.current_epoch}: " + "; ".join(
+            f"{name} " + ", ".join(f"{r[i][0]:.10g}/{r[i][1]:.10g}" for r in ranks) for i, name in enumerate(nets)))
+        differ = [name for i, name in enumerate(nets) if len({tuple(r[i]) for r in ranks}) > 1]
+        if differ:
+            raise RuntimeError(f"[ranks] the DDP ranks' weights differ after epoch {trainer.current_epoch} "
+                               f"({', '.join(differ)}): a gradient was not averaged over the processes")
+
+
 class CompileNet(Callback):
     """``torch.compile`` of the trained network (``module.net``), in place (``nn.Module.compile``: parameter names
     and checkpoints stay as they are). ``mode``: None | reduce-overhead | max-autotune."""

@@ -130,3 +130,25 @@ def test_cifar_recipes_normalize_as_their_data_set(tmp_path, recipe):
     mean, std = (torch.tensor(list(v)).view(3, 1, 1) for v in (own.mean, own.std))
     expected = (raw - mean) / std
     assert torch.allclose(x, expected, atol=1e-6)
+
+
+def test_ddp_ranks_read_the_one_process_batches_between_them():
+    """Under DDP (rank r of W) each step's batches of B images, together, are the one-process batch of W * B images
+    of the same epoch; the tail that does not split evenly is dropped; set_epoch reorders."""
+    from datamodules.base import EpochShuffle, EpochShuffleShard
+
+    data, world, batch = list(range(103)), 2, 4
+    one = EpochShuffle(data, seed=5)
+    one.set_epoch(3)
+    order = list(one)
+    assert sorted(order) == data
+    shards = [EpochShuffleShard(data, seed=5, num_replicas=world, rank=r) for r in range(world)]
+    for shard in shards:
+        shard.set_epoch(3)
+    ranks = [list(s) for s in shards]
+    assert [len(r) for r in ranks] == [51, 51]
+    for step in range(51 // batch):
+        together = [i for r in ranks for i in r[step * batch:(step + 1) * batch]]
+        assert sorted(together) == sorted(order[step * world * batch:(step + 1) * world * batch])
+    shards[0].set_epoch(4)
+    assert list(shards[0]) != ranks[0]

@@ -37,6 +37,9 @@ def silence_library_warnings() -> None:
     # lightning/pytorch/utilities/_pytree.py builds torch's deprecated LeafSpec (torch >= 2.10); Lightning's to fix.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Lightning's hint on any machine with SLURM's srun (a login node, scripts/local_slurm.sh) when a run is not a SLURM
+    # job: runs reach SLURM through hydra/launcher=slurm, which starts them with srun.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     logging.captureWarnings(True)
 
 
