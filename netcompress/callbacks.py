@@ -168,6 +168,8 @@ class InitFromData(Callback):
             count += len(x)
             if count >= self.num_images:
                 break
+        if not batches:   # no full training batch: the network keeps its own initialization
+            return
         net.init_from_data(torch.cat(batches)[: self.num_images].to(pl_module.device))
         for parameter in net.parameters():
             parameter.data = trainer.strategy.broadcast(parameter.data, src=0)
