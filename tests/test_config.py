@@ -24,6 +24,10 @@ def test_default_config_composes_with_required_keys(tmp_path):
 @pytest.mark.parametrize("name", options("data"))
 def test_data_options_instantiate(tmp_path, name):
     cfg = compose_config([f"data={name}"], tmp_path)
+    if OmegaConf.is_missing(cfg.data, "root"):   # data=image_folder: the root is the user's; its classes are counted
+        from data_files import write_image_folder
+
+        cfg = compose_config([f"data={name}", f"data.root={write_image_folder(tmp_path / 'tree')}"], tmp_path)
     dm = instantiate(cfg.data)
     assert isinstance(dm, L.LightningDataModule)
     assert (dm.num_classes, dm.in_channels, dm.image_size) == (

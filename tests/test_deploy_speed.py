@@ -59,9 +59,13 @@ def test_fit_writes_measured_speed_to_metrics_json(tmp_path, monkeypatch):
 
 @pytest.mark.e2e
 def test_speed_null_leaves_the_speed_out(tmp_path):
+    """callbacks.speed=null: no inference speed; the training throughput is callbacks.train_speed's."""
     run_config([*TINY, "callbacks.speed=null"], tmp_path)
     written = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert "model/flops" in written and not any(k.startswith("speed/") for k in written)
+    assert "model/flops" in written and [k for k in written if k.startswith("speed/")] == ["speed/train_throughput"]
+    run_config([*TINY, "callbacks.speed=null", "callbacks.train_speed=null"], tmp_path / "none")
+    written = json.loads((tmp_path / "none" / "metrics.json").read_text())["metrics"]
+    assert not any(k.startswith("speed/") for k in written)
 
 
 def test_min_statistic_is_the_fastest_call():
