@@ -60,7 +60,7 @@ CASES = {
                                   "search.pruningnet_ckpt={truncated}", "point search.pruningnet_ckpt at"),
     "teacher_ckpt_text_file": (["method=cckd", "teacher=checkpoint", "model@teacher.net=lenet5",
                                 "teacher.checkpoint={text}"], "teacher.checkpoint={text}", "checkpoint"),
-    # issue 24: tracebacks, library messages and silent mistakes before
+    # tracebacks, library messages and silent mistakes once
     "lr_negative": (["optimizer.lr=-1"], "optimizer.lr=-1", "Invalid learning rate"),
     "lr_text": (["optimizer.lr=abc"], "optimizer.lr=abc", "not a number"),
     "weight_decay_negative": (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1", "conf/optimizer"),

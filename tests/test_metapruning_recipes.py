@@ -1,4 +1,4 @@
-"""MetaPruning fidelity (issue 10 items 9-18): each ImageNet recipe composes to the official values, and the
+"""MetaPruning fidelity: each ImageNet recipe composes to the official values, and the
 behaviours behind them (weight-decay groups, affine BNs, epoch-start schedules, cal_FLOPs counting, search range,
 BN recalibration, lighting) do what the official code does. See docs/parity.md."""
 import random

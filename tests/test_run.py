@@ -176,7 +176,7 @@ def test_checkpoint_hyperparameters_hold_only_plain_values(tmp_path, method, rec
 
 @pytest.mark.e2e
 def test_multirun_as_typed_puts_its_jobs_in_one_sweep_folder(tmp_path):
-    """Issue 8: `python run.py -m method=cckd loss.beta=10,100 trainer.max_epochs=1`, no hydra.* overrides."""
+    """`python run.py -m method=cckd loss.beta=10,100 trainer.max_epochs=1`, no hydra.* overrides."""
     proc = run_cli(["-m", "method=cckd", "loss.beta=10,100", "trainer.max_epochs=1", *FAST], tmp_path)
     assert (proc.stdout + proc.stderr).count("[done]") == 2
     assert [job.name for job in proc.run_dirs] == ["0", "1"]
@@ -205,7 +205,7 @@ def test_two_sweeps_started_together_get_their_own_sweep_folders(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_bad_data_root_is_named_before_an_unset_teacher_checkpoint(tmp_path):
-    """Issue 9: `method=dafl data=mnist data.root=/nonexistent` names data.root; with the data there, the unset
+    """`method=dafl data=mnist data.root=/nonexistent` names data.root; with the data there, the unset
     teacher checkpoint (??? in conf/teacher/for_mnist.yaml) is named."""
     proc = run_cli(["method=dafl", "data=mnist", "data.root=/nonexistent"], tmp_path, check=False)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: data.root=/nonexistent")
