@@ -220,3 +220,20 @@ def test_relative_data_root_is_the_training_runs(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"data": {"root": "/elsewhere"}, "model": {}})
     _resolve_relative(cfg, run)
     assert cfg.data.root == "/elsewhere"
+
+
+def test_int8_export_of_an_image_folder_run_tests_as_the_run_did(tmp_path):
+    """The test set goes through the data set's own batching (an image folder's normalization is in its collate
+    function): the exported fp32 network scores what the run's test scored."""
+    from test_image_folder import write_tree
+
+    tree = write_tree(tmp_path / "tree", per_class=16)
+    run = tmp_path / "train"
+    overrides = ["method=supervised", "data=image_folder", f"data.root={tree}", "model=resnet8", *FAST,
+                 "trainer.max_epochs=4", "data.batch_size=16", "optimizer.lr=0.01", "callbacks.speed=null"]
+    tested = run_config(overrides, run)
+    save_run_config(overrides, run)
+    assert tested["test/acc"] >= 0.9
+    metrics = run_config([*EXPORT, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "export.calibration_images=32"],
+                         tmp_path / "export")
+    assert metrics["export/test_acc_fp32"] == pytest.approx(tested["test/acc"], abs=1e-6)

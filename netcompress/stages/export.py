@@ -149,7 +149,8 @@ def training_images(datamodule, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` training images (or all, if fewer), a fixed random subset, with evaluation transforms."""
     train = datamodule.build(train=True, augment=False)
     indices = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train, indices), batch_size=256)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train, indices), batch_size=256,
+                                         collate_fn=datamodule.collate(augment=False))
     return torch.cat([batch[0] for batch in loader]).float()
 
 
@@ -157,7 +158,8 @@ def _int8(net_onnx: Path, out: Path, q: dict, run_cfg: DictConfig, threads: int,
           input_shape: tuple) -> dict[str, float]:
     """The int8 network beside ``net_onnx`` and fp32 against int8: test top-1, latency, size."""
     datamodule = run_datamodule(run_cfg)
-    test = torch.utils.data.DataLoader(datamodule.build(train=False, augment=False), batch_size=256)
+    test = torch.utils.data.DataLoader(datamodule.build(train=False, augment=False), batch_size=256,
+                                       collate_fn=datamodule.collate(augment=False))   # as the run's test loader
     if q["calibration"] == "synthetic":
         images, source = q["synthetic"], "synthesized images"
     else:
