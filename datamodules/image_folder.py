@@ -81,7 +81,7 @@ def decode(root, samples, image_size: int, in_channels: int, cache_dir=None, thr
     """All images of ``samples`` as one uint8 tensor (N, C, image_size, image_size), decoded once; kept in
     ``<cache_dir>/image_folder/<key>.pt``, the key made of the files (names, sizes, modification times) and the
     decoding settings, so a changed tree is decoded again. An unreadable file is a ConfigError naming data.root."""
-    stats = [(p, *(lambda s: (s.st_size, s.st_mtime_ns))(Path(p).stat())) for p, _ in samples]
+    stats = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p, _ in samples]
     key = hashlib.sha1(json.dumps([stats, image_size, in_channels]).encode()).hexdigest()[:20]
     cache = Path(cache_dir) / "image_folder" / f"{key}.pt" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -179,8 +179,8 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def split(self, train: bool) -> TensorImages:
         if not self._splits:   # both splits read and checked before anything is decoded or cached
-            samples = {name: scan(self.root, name)[1] for name in ("train", test_split(self.root))}
             classes = class_folders(self.root, "train")
+            samples = {name: scan(self.root, name, classes)[1] for name in ("train", test_split(self.root))}
             if len(classes) != self.num_classes:
                 raise ConfigError(f"data.num_classes={self.num_classes}: data.root={self.root} has {len(classes)} "
                                   f"class folders in train/. Remove the override (the data config counts them).")

@@ -1,6 +1,4 @@
 """Supervised training of any network on any datamodule: teachers, baselines, retraining of pruned networks."""
-import functools
-import inspect
 from collections.abc import Callable
 
 import lightning as L
@@ -12,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from netcompress.core import ConfigError
 from netcompress.networks.flops import count_flops, count_params
+from netcompress.schedules import with_total_steps
 
 
 class ClassifierModule(L.LightningModule):
@@ -189,9 +188,6 @@ class ClassifierModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        factory = self.scheduler_factory
-        if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in getattr(factory, "keywords",
-                                                                                                      {}):
-            factory = functools.partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
+        factory = with_total_steps(self.scheduler_factory, int(self.trainer.estimated_stepping_batches))
         scheduler = factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -1,7 +1,6 @@
 """Reading the composed config: the checks made before anything is built, the loggers and callbacks every stage
 needs, a Fabric for stages that run their own loop (the MetaPruning search) from the same ``trainer`` config as
 ``Trainer`` stages, and where an Optuna sweep stores its study."""
-import functools
 import inspect
 import re
 import sys
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from netcompress.core import ConfigError, find_config_error
+from netcompress.schedules import with_total_steps
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # ${project_dir:} in conf/: the folder of run.py and conf/, wherever the command is started (paths.project_dir).
@@ -188,10 +188,7 @@ def check_optimizers(cfg: DictConfig) -> None:
                     instantiate(node)([param])
                     continue
                 optimizer = torch.optim.SGD([param], lr=0.1)
-                factory = instantiate(node)
-                if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in node:
-                    factory = functools.partial(factory, total_steps=100)   # per-step: the module gives the run's
-                scheduler = factory(optimizer)
+                scheduler = with_total_steps(instantiate(node), 100)(optimizer)   # the module gives the run's
                 for _ in range(0 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else 3):
                     optimizer.step()
                     scheduler.step()

@@ -1,4 +1,7 @@
 """Learning-rate schedules that conf/scheduler/ cannot write as plain torch arguments."""
+import functools
+import inspect
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, MultiStepLR
 
@@ -24,6 +27,13 @@ def quarters_epoch_start(optimizer: Optimizer, epochs: int, gamma: float = 0.1) 
         raise ConfigError(f"scheduler.epochs={epochs}: the official schedule decays at each quarter of training, so it "
                           f"needs at least 4 epochs (set trainer.max_epochs >= 4, or choose scheduler=multistep).")
     return MultiStepLR(optimizer, [epochs // 4 - 1, epochs // 2 - 1, epochs // 4 * 3 - 1], gamma)
+
+
+def with_total_steps(factory, total_steps: int):
+    """A scheduler factory that takes ``total_steps`` and is not given it, given ``total_steps``; others as they are."""
+    if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in getattr(factory, "keywords", {}):
+        return functools.partial(factory, total_steps=total_steps)
+    return factory
 
 
 def triangle(optimizer: Optimizer, total_steps: int, start: float = 0.2, peak_at: float = 0.2) -> LambdaLR:
