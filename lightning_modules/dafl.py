@@ -30,6 +30,7 @@ iteration and a warning is printed when its epoch mean falls below ``collapse_th
 stops the run before any optimizer steps on it, with a message naming the settings to change; the last
 checkpoint written (end of the previous epoch) is left as it was, so ``ckpt_path=`` resumes from it.
 """
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -179,9 +180,11 @@ class GeneratorThenStudentModule(DistillationModule):
         # Epoch-wise schedules step here, up to the epoch about to run: the checkpoint of an epoch is written
         # before on_train_epoch_end, so a resumed run catches up the same way.
         scheduler = self.lr_schedulers()
-        while self.scheduler_interval == "epoch" and scheduler is not None and \
-                scheduler.last_epoch < self.current_epoch:
-            scheduler.step()
+        with warnings.catch_warnings():   # after warm-up epochs (fast_datafree) the optimizer has not stepped yet
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+            while self.scheduler_interval == "epoch" and scheduler is not None and \
+                    scheduler.last_epoch < self.current_epoch:
+                scheduler.step()
 
     def on_train_epoch_end(self):
         super().on_train_epoch_end()
@@ -222,6 +225,7 @@ class GeneratorThenStudentModule(DistillationModule):
         self.batch_size = self.global_batch_size // world_size
 
     def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
         if self.trainer.sanity_checking or "val__top1" not in self.metrics:
             return
         acc = float(self.metrics["val__top1"].compute())

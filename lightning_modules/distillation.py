@@ -23,7 +23,9 @@ class DistillationModule(ClassifierModule):
     criterion: the ``loss`` config group, instantiated (an ``nn.Module`` from ``netcompress.losses``); its settings
     are saved as ``hparams["loss"]`` (``criterion.config`` where it has one). Subclasses compute their loss with
     it in ``training_step``.
-    log_teacher_accuracy: log ``{val,test}/teacher_acc`` (and top-5) beside the student's.
+    log_teacher_accuracy: log ``{val,test}/teacher_acc`` (and top-5) beside the student's. The teacher never
+      changes, so its validation accuracy is measured at the first validation of a fit only (a large teacher would
+      otherwise cost as much as the student's whole validation, every epoch).
     """
 
     unsaved_hyperparameters = ClassifierModule.unsaved_hyperparameters + ("teacher", "loss")
@@ -43,12 +45,17 @@ class DistillationModule(ClassifierModule):
             self.hparams["loss"] = dict(getattr(loss, "config", {}), _target_=f"{type(loss).__module__}."
                                         f"{type(loss).__qualname__}")
         self.log_teacher_accuracy = log_teacher_accuracy
+        self.teacher_validated = False
 
     def evaluate(self, batch, stage: str):
         super().evaluate(batch, stage)
-        if self.log_teacher_accuracy:
+        if self.log_teacher_accuracy and not (stage == "val" and self.teacher_validated):
             x, y = batch
             self.log_accuracy(stage, self.teacher(x), y, prefix="teacher_")
+
+    def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
+        self.teacher_validated = self.teacher_validated or not self.trainer.sanity_checking
 
     def setup(self, stage: str):
         """Samplers that need the teacher (SUR: its features of the training set) get it before the training

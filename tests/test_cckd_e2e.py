@@ -28,6 +28,10 @@ def test_cckd_digits_student_learns(tmp_path):
     assert {"train/loss_ce_epoch", "train/loss_kd_epoch", "train/loss_cc_epoch", "train/loss_epoch", "train/acc",
             "val/acc_top5", "val/teacher_acc", "val/teacher_acc_top5",
             "test/teacher_acc_top5"} <= logged
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    # the student is validated every epoch, the frozen teacher at the first validation only
+    assert [r["epoch"] for r in rows if r.get("val/acc")] == ["0", "1", "2", "3", "4"]
+    assert [r["epoch"] for r in rows if r.get("val/teacher_acc")] == ["0"]
     heatmaps = sorted((tmp_path / "csv" / "images").glob("train_correlation_*.png"))
     assert len(heatmaps) == 2  # epochs 0 and 3
 
