@@ -111,20 +111,22 @@ def uniform_encoding(net, budget: Budget) -> list:
 
 def calibration_loader(datamodule, s: DictConfig, seed: int):
     """``cumulative``: a fixed random subset of the training split (the same batches for every candidate),
-    streamed in order. ``official``: the whole training split, reshuffled for every candidate."""
-    train = datamodule.train_set
+    streamed in order. ``official``: the whole training split, reshuffled for every candidate. Data modules that
+    augment whole batches in their collate function (image folders) give the batches un-augmented."""
+    train, collate = datamodule.train_set, datamodule.collate(False)
     mode = s.get("bn_recalibration") or "cumulative"
     if mode not in ("cumulative", "official"):
         raise ConfigError(f"search.bn_recalibration={mode}: choose 'cumulative' (a cumulative average over fixed "
                           f"batches, ours) or 'official' (momentum 0.1 over reshuffled batches).")
     if mode == "official":
         return torch.utils.data.DataLoader(train, batch_size=s.calib_batch_size, shuffle=True,
-                                           generator=torch.Generator().manual_seed(seed),
+                                           generator=torch.Generator().manual_seed(seed), collate_fn=collate,
                                            num_workers=datamodule.num_workers, pin_memory=datamodule.pin_memory)
     size = min(len(train), s.calib_batches * s.calib_batch_size)
     indices = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:size].tolist()
     return torch.utils.data.DataLoader(torch.utils.data.Subset(train, indices), batch_size=s.calib_batch_size,
-                                       num_workers=datamodule.num_workers, pin_memory=datamodule.pin_memory)
+                                       collate_fn=collate, num_workers=datamodule.num_workers,
+                                       pin_memory=datamodule.pin_memory)
 
 
 def synthetic_batches(s: DictConfig):
