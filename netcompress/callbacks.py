@@ -178,7 +178,8 @@ class InitFromData(Callback):
 class SpeedBenchmark(Callback):
     """After fit, the measured inference speed of the trained network (``module.net``) on the run's device: median
     latency of one ``latency_batch`` batch (``speed/latency_ms``) and images/s at ``throughput_batch``
-    (``speed/throughput``), with ``speed/threads`` (``torch.get_num_threads()``) and ``speed/throughput_batch``.
+    (``speed/throughput``; ``speed/batch_ms``: the time of one such batch), with ``speed/threads``
+    (``torch.get_num_threads()``) and ``speed/throughput_batch``.
     Added to ``module.model_stats`` (run.py writes them to metrics.json and the ``[done]`` line) and logged.
     Measured on global rank 0 only; a PruningNet (MetaPruning's stage 1) is skipped: its narrow networks are the
     deployable ones. ``callbacks.speed=null`` turns it off."""
@@ -194,6 +195,7 @@ class SpeedBenchmark(Callback):
         throughput = measure_throughput(net, input_shape, self.throughput_batch, device,
                                         max(1, self.warmup // 3), max(1, self.repeats // 5))
         return {"speed/latency_ms": latency, "speed/throughput": throughput,
+                "speed/batch_ms": 1000 * self.throughput_batch / throughput,
                 "speed/threads": torch.get_num_threads(), "speed/throughput_batch": self.throughput_batch}
 
     def on_fit_end(self, trainer, pl_module):

@@ -8,13 +8,14 @@ from test_image_folder import write_tree
 
 KEPT = str(ROOT / "conf" / "experiment" / "teacher_cifar10_jpeg_cpu.ckpt")
 DISTILLING = ["kd_cifar10_jpeg_cpu", "cckd_cifar10_jpeg_cpu", "dkd_cifar10_jpeg_cpu", "fast_datafree_cifar10_jpeg_cpu",
-              "dafl_cifar10_jpeg_cpu"]
+              "dafl_cifar10_jpeg_cpu", "metapruning_then_kd_cifar10_jpeg_cpu"]
 
 
 def test_every_recipe_that_distills_reads_the_kept_teacher_at_its_temperature(tmp_path):
     teacher = compose_config(["experiment=teacher_cifar10_jpeg_cpu", "data.root=/data"], tmp_path / "t")
     for recipe in DISTILLING:
-        cfg = compose_config([f"experiment={recipe}", "data.root=/data"], tmp_path / recipe)
+        encoding = ["model.encoding=x.yaml"] if recipe.startswith("metapruning") else []
+        cfg = compose_config([f"experiment={recipe}", "data.root=/data", *encoding], tmp_path / recipe)
         assert cfg.teacher.checkpoint == KEPT and cfg.teacher.net == teacher.model, recipe
         assert cfg.data.mean == teacher.data.mean and cfg.data.std == teacher.data.std, recipe
         assert cfg.loss.temperature == 1.0, recipe   # chosen for this teacher (study cifar10_kd_temperature)
@@ -44,7 +45,8 @@ def test_data_free_recipes_learn_from_the_kept_teacher(tmp_path, monkeypatch, re
 
 @pytest.mark.e2e
 def test_metapruning_stages_run_on_an_image_folder(tmp_path, monkeypatch):
-    """PruningNet and search share the held-out split; the retraining trains on every training image."""
+    """PruningNet and search share the held-out split; the retraining trains on every training image; the
+    composition distills the found network from the kept teacher."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     root = write_tree(tmp_path / "tree", classes=10, per_class=4)
     data = [f"data.root={root}", "data.holdout=10", "data.batch_size=8"]
@@ -67,3 +69,7 @@ def test_metapruning_stages_run_on_an_image_folder(tmp_path, monkeypatch):
                          tmp_path / "retrain")
     full = yaml.safe_load(encodings.read_text())["budget"]["full_flops"]
     assert metrics["model/flops"] <= 0.5 * full and 0 <= metrics["test/acc"] <= 1
+    # the composition: the same network and training, by KD from the kept teacher
+    composed = run_config(["experiment=metapruning_then_kd_cifar10_jpeg_cpu", f"model.encoding={encodings}", *tiny],
+                          tmp_path / "kd")
+    assert composed["model/flops"] == metrics["model/flops"] and "test/teacher_acc" in composed

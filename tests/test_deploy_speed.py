@@ -52,6 +52,7 @@ def test_fit_writes_measured_speed_to_metrics_json(tmp_path, monkeypatch):
     for key in ("speed/latency_ms", "speed/throughput", "speed/threads", "speed/throughput_batch"):
         assert written[key] == pytest.approx(metrics[key])
     assert written["speed/threads"] == torch.get_num_threads() and written["speed/throughput_batch"] == 8
+    assert written["speed/batch_ms"] == pytest.approx(8000 / written["speed/throughput"])
     assert 0 < written["speed/latency_ms"] < 1000 and written["speed/throughput"] > 1
     done = next(line for line in printed if line.startswith("[done]"))
     assert "speed/latency_ms" in done and "speed/throughput" in done and "model/flops" in done and "test/acc" in done
