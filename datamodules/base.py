@@ -145,10 +145,16 @@ class ClassificationDataModule(L.LightningDataModule):
                           collate_fn=self.collate(True))
 
     def val_dataloader(self):
-        return self._loader(self.val_set, self.eval_batch_size)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self):
-        return self._loader(self.test_set, self.eval_batch_size)
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, dataset):
+        """Evaluation batches in one fixed random order: image folders list their images class by class, and a
+        network that normalizes with each batch's own statistics (a PruningNet's validation) needs mixed batches."""
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+        return self._loader(Subset(dataset, order), self.eval_batch_size)
 
 
 class EpochShuffle(RandomSampler):

@@ -44,10 +44,15 @@ def test_tree_is_decoded_to_the_exact_pixels_with_labels_in_folder_order(tmp_pat
     assert dm.train_set.targets == [0] * 6 + [1] * 6 + [2] * 6
     expected = np.asarray(Image.open(root / "train" / "class_1" / "2.png"))
     assert torch.equal(dm.train_set.images[8], torch.from_numpy(expected.copy()).permute(2, 0, 1))
-    x, y = next(iter(dm.test_dataloader()))     # evaluation: normalization only, as torchvision's Normalize
-    raw = torch.from_numpy(np.asarray(Image.open(root / "test" / "class_0" / "0.png"))).permute(2, 0, 1) / 255
+    loader = dm.test_dataloader()
+    x, y = next(iter(loader))     # evaluation: normalization only, as torchvision's Normalize
+    first = loader.dataset.indices[0]    # one fixed random order of the class-by-class listing: mixed batches
+    assert sorted(loader.dataset.indices) == list(range(18)) and len(set(y.tolist())) > 1
+    raw = np.asarray(Image.open(root / "test" / f"class_{first // 6}" / f"{first % 6}.png"))
+    raw = torch.from_numpy(raw.copy()).permute(2, 0, 1) / 255
     mean, std = torch.tensor(dm.mean).view(3, 1, 1), torch.tensor(dm.std).view(3, 1, 1)
-    assert torch.allclose(x[0], (raw - mean) / std, atol=1e-5) and y.tolist() == [0, 0, 0, 0]
+    assert torch.allclose(x[0], (raw - mean) / std, atol=1e-5) and y[0] == first // 6
+    assert loader.dataset.indices == dm.test_dataloader().dataset.indices   # the same order every time
 
 
 def test_decoded_images_are_cached_by_tree_and_a_changed_tree_is_decoded_again(tmp_path, monkeypatch):
