@@ -108,8 +108,23 @@ def test_export_errors_name_ckpt_path_and_the_fix(tmp_path, monkeypatch):
     alone = tmp_path / "alone" / "last.ckpt"
     alone.parent.mkdir()
     shutil.copy(run / "checkpoints" / "last.ckpt", alone)
-    with pytest.raises(ConfigError, match=r"no .hydra/config.yaml.*inside its run folder"):
-        run_config(["stage=export", f"ckpt_path={alone}"], tmp_path / "d")
+    with pytest.raises(ConfigError, match=r"do not fit.*outside its run folder, name the recipe"):
+        run_config(["stage=export", f"ckpt_path={alone}"], tmp_path / "d")   # the command's own network: LeNet-5
     monkeypatch.setitem(sys.modules, "onnxruntime", None)   # the export extra not installed
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[export\]"'):
         run_config(["stage=export", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path / "e")
+
+
+def test_a_checkpoint_kept_outside_its_run_folder_exports_with_the_recipe_named(tmp_path):
+    """A kept checkpoint (no run folder beside it, e.g. conf/experiment/teacher_cifar10_jpeg_cpu.ckpt) is rebuilt
+    from the export command's own config: the recipe that trained it."""
+    run = tmp_path / "run"
+    state = fake_run(["experiment=teacher_digits"], run)
+    kept = tmp_path / "kept.ckpt"
+    shutil.copy(run / "checkpoints" / "last.ckpt", kept)
+    metrics = run_config(["stage=export", "experiment=teacher_digits", f"ckpt_path={kept}", "export.repeats=3",
+                          "export.warmup=1"], tmp_path / "out")
+    net = instantiate(compose_config(["experiment=teacher_digits"], tmp_path / "c").model)
+    net.load_state_dict(state)
+    check_files(tmp_path / "out", net, (1, 32, 32))
+    assert metrics["export/max_abs_diff_onnx"] <= 1e-4

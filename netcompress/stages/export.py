@@ -42,14 +42,18 @@ def _import_onnx():
     return onnx, onnxruntime
 
 
-def run_config_of(ckpt_path: str | Path) -> DictConfig:
-    """The composed config of the training run that wrote ``ckpt_path`` (``<run dir>/checkpoints/<file>``)."""
+def run_config_of(ckpt_path: str | Path, command: DictConfig | None = None) -> DictConfig:
+    """The composed config of the training run that wrote ``ckpt_path`` (``<run dir>/checkpoints/<file>``); for a
+    checkpoint kept outside its run folder, the export command's own config, which names the recipe that trained it
+    (``experiment=<recipe>``, e.g. the teacher kept beside teacher_cifar10_jpeg_cpu)."""
     config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no .hydra/config.yaml of its training run beside it (looked for "
-                          f"{config}); the export rebuilds the network from that run's config. Keep the checkpoint "
-                          f"inside its run folder and {FIX}.")
-    return OmegaConf.load(config)
+    if config.is_file():
+        return OmegaConf.load(config)
+    if command is not None:
+        return command
+    raise ConfigError(f"ckpt_path={ckpt_path}: no .hydra/config.yaml of its training run beside it (looked for "
+                      f"{config}); the export rebuilds the network from that run's config. Keep the checkpoint "
+                      f"inside its run folder and {FIX}, or name the recipe that trained it (experiment=<recipe>).")
 
 
 def _resolve_relative(run_cfg: DictConfig, run_dir: Path) -> None:
@@ -69,13 +73,16 @@ def _resolve_relative(run_cfg: DictConfig, run_dir: Path) -> None:
                 node[key] = str(Path(cwd) / value)
 
 
-def load_trained_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, tuple, DictConfig]:
-    """The trained classifier of a fit run's checkpoint in eval mode, its input shape (C, H, W) and the run config."""
+def load_trained_network(ckpt_path: str | Path, command: DictConfig | None = None
+                         ) -> tuple[torch.nn.Module, tuple, DictConfig]:
+    """The trained classifier of a fit run's checkpoint in eval mode, its input shape (C, H, W) and the run config
+    (``command``: the export's own config, for a checkpoint kept outside its run folder)."""
     if not ckpt_path:
         raise ConfigError(f"ckpt_path is not set: stage=export exports the network of a trained run; {FIX}.")
     weights = read_state_dict(str(ckpt_path), "ckpt_path")   # a bad path or a foreign file: a clear error
-    run_cfg = run_config_of(ckpt_path)
-    if run_cfg.get("stage", "fit") != "fit" or "model" not in run_cfg or "data" not in run_cfg:
+    run_cfg = run_config_of(ckpt_path, command)
+    if run_cfg is not command and run_cfg.get("stage", "fit") != "fit" or "model" not in run_cfg or \
+            "data" not in run_cfg:
         raise ConfigError(f"ckpt_path={ckpt_path}: its run is stage={run_cfg.get('stage')}, not a training run of a "
                           f"classifier; {FIX}.")
     _resolve_relative(run_cfg, Path(ckpt_path).resolve().parent.parent)
@@ -92,8 +99,10 @@ def load_trained_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, tuple,
     try:
         net.load_state_dict(weights)
     except RuntimeError:
+        kept = ("; for a checkpoint outside its run folder, name the recipe that trained it (experiment=<recipe>)"
+                if run_cfg is command else "")
         raise ConfigError(f"ckpt_path={ckpt_path}: its net.* weights do not fit the network of its run's config "
-                          f"({state_dict_mismatch(net, weights)}); {FIX}.") from None
+                          f"({state_dict_mismatch(net, weights)}); {FIX}{kept}.") from None
     data = run_cfg.data
     input_shape = (int(data.in_channels), int(data.image_size), int(data.image_size))
     return net.eval(), input_shape, run_cfg
@@ -217,7 +226,7 @@ def export(cfg: DictConfig) -> dict[str, float]:
     q = int8_settings(settings)
     tolerance, batch = float(settings.get("tolerance", 1e-4)), int(settings.get("check_batch", 8))
     warmup, repeats = int(settings.get("warmup", 10)), int(settings.get("repeats", 50))
-    net, input_shape, run_cfg = load_trained_network(cfg.get("ckpt_path"))
+    net, input_shape, run_cfg = load_trained_network(cfg.get("ckpt_path"), cfg)
     out = Path(cfg.paths.output_dir)
     x = example_input(input_shape, batch)
     with torch.inference_mode():
