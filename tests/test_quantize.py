@@ -52,6 +52,26 @@ def test_accuracy_and_latency_of_a_session(tmp_path):
     assert quantize.size_mb(tmp_path / "id.onnx") == (tmp_path / "id.onnx").stat().st_size / 2**20
 
 
+def test_two_sessions_are_timed_in_turns():
+    """fp32 and int8 latencies are measured in alternating rounds, so that another process's load hits both."""
+    import time
+
+    calls = []
+
+    class Sleeper:
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, seconds
+
+        def run(self, outputs, feed):
+            calls.append(self.name)
+            time.sleep(self.seconds)
+
+    timed = quantize.latencies_ms({"a": Sleeper("a", 0.001), "b": Sleeper("b", 0.004)}, torch.zeros(1, 1, 2, 2),
+                                  warmup=1, repeats=10, rounds=5)
+    assert calls[4:] == (["a"] * 2 + ["b"] * 2) * 5   # after the warm-up (2 calls each): 5 rounds of 2 runs, in turns
+    assert 1 <= timed["a"] < timed["b"] and timed["b"] >= 4
+
+
 def test_int8_export_is_smaller_and_measured_on_the_test_set(trained, tmp_path, caplog):
     out = tmp_path / "export"
     with caplog.at_level(logging.INFO):

@@ -74,5 +74,17 @@ def latency_ms(onnx_session, x: torch.Tensor, warmup: int = 10, repeats: int = 5
     return time_call(lambda: onnx_session.run(None, feed), "cpu", warmup, repeats)
 
 
+def latencies_ms(sessions: dict, x: torch.Tensor, warmup: int = 10, repeats: int = 50, rounds: int = 5) -> dict:
+    """``latency_ms`` of each session, timed in turns (``rounds`` rounds of ``repeats // rounds`` runs each, the
+    median of the rounds' medians), so that load from other processes falls on all of them alike."""
+    times = {name: [] for name in sessions}
+    for session in sessions.values():
+        latency_ms(session, x, warmup, 1)
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            times[name].append(latency_ms(session, x, 0, max(1, repeats // rounds)))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def size_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / 2**20
