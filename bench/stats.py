@@ -14,9 +14,9 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    """``mean ± sd`` of ``values`` times ``scale``."""
+    """``mean ± sd`` of ``values`` times ``scale`` (the value alone for one seed)."""
     mean, sd = mean_sd([scale * v for v in values])
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def ranks(values: list[float]) -> list[float]:

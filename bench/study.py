@@ -256,15 +256,19 @@ def table(study: Study) -> str:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
     planned = [(k, s) for k, s in study.runs()]
-    missing = [f"{k} seed {s}" for k, s in planned if not study.record_path(k, s).is_file()]
+    missing = {}
+    for k, s in planned:
+        if not study.record_path(k, s).is_file():
+            missing.setdefault(k, []).append(str(s))
     cpu_h = sum(r["cpu_h"] for rs in records.values() for r in rs)
     sets = "".join(f" --set {k}={v}" for k, v in (study.spec.get("vars") or {}).items())
     text = (f"Regenerate: `python bench/study.py {study.name}`" + (f" (defaults:{sets})" if sets else "")
-            + f"; records in docs/records/{study.name}/, {len(planned) - len(missing)} of {len(planned)} runs, "
-            f"{cpu_h:.2f} CPU hours.")
-    if len(missing) == len(planned):
-        return f"No records yet. {text}\n\n" + "\n".join(lines)
-    note = f"\n\nNo record yet for {len(missing)} run(s): {', '.join(missing)}." if missing else ""
+            + f"; records in docs/records/{study.name}/, {len(planned) - sum(map(len, missing.values()))} of "
+            f"{len(planned)} runs, {cpu_h:.2f} CPU hours.")
+    if not any(records.values()):
+        return f"No records yet. {text}"
+    note = ("\n\nNo record yet for: " + "; ".join(f"{k} (seed {', '.join(s)})" for k, s in missing.items()) + "."
+            if missing else "")
     return "\n".join(lines) + f"\n\n{text}{note}"
 
 
