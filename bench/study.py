@@ -1,15 +1,10 @@
 """Runs a study (bench/studies/<name>.yaml: labelled rows of ``python run.py`` overrides over seeds, in chained
-stages) and writes its table into its section of the docs.
+stages), ``--parallel`` runs at once of ``--threads`` threads each, records each finished run in
+docs/records/<name>/, and writes the table made from the records into its section of the docs (``--table-only``:
+from the records alone). The study file's format and what runs again: bench/studies/README.md.
 
     python bench/study.py <name> [<name> ...] [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1]
                           [--table-only]
-
-Each run of (stage, row, seed) is ``python run.py <overrides> seed=<k>`` in its own folder
-``logs/studies/<name>/<stage>/<label>/seed<k>`` (a killed run resumes there from its ``checkpoints/last.ckpt``),
-``--threads`` OpenMP/MKL threads each, ``--parallel`` at once. A finished run leaves a small record,
-``docs/records/<name>/<stage>/<label>/seed<k>.json`` (overrides, metrics, wall time, threads, CPU hours, command):
-a run whose record or ``metrics.json`` holds the same arguments is not run again, and the table is made from the
-records alone (``--table-only`` runs nothing). The study file's format: bench/studies/README.md.
 """
 import argparse
 import hashlib
@@ -39,8 +34,9 @@ AGGREGATES = {"mean_sd": stats.pm, "mean": lambda v, s, d: f"{s * stats.mean_sd(
 REFERENCE = re.compile(r"\$\{(run|metric):([^}:]+)(?::([^}]+))?\}")
 
 
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(label)).strip("_") or "_"
+def slug(key: str) -> Path:
+    """``stage/label`` as a path, each part's runs of other characters than A-Za-z0-9.+- written _."""
+    return Path(*(re.sub(r"[^A-Za-z0-9.+-]+", "_", part).strip("_") or "_" for part in key.split("/", 1)))
 
 
 class Study:
@@ -78,12 +74,10 @@ class Study:
         return [s for s in self.seeds if own is None or s in own] or list(own or [])
 
     def folder(self, key: str, seed: int) -> Path:
-        stage, label = key.split("/", 1)
-        return self.logs / slug(stage) / slug(label) / f"seed{seed}"
+        return self.logs / slug(key) / f"seed{seed}"
 
     def record_path(self, key: str, seed: int) -> Path:
-        stage, label = key.split("/", 1)
-        return self.records / slug(stage) / slug(label) / f"seed{seed}.json"
+        return self.records / slug(key) / f"seed{seed}.json"
 
     def source(self, ref: str, seed: int) -> tuple[str, int]:
         """The row ``stage/label`` a reference names and its seed: the same seed, or the row's first when it runs
@@ -271,7 +265,7 @@ def table(study: Study) -> str:
     for key in keys:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
-    planned = [(k, s) for k, s in study.runs()]
+    planned = study.runs()
     missing = [f"{k} seed {s}" for k, s in planned if not study.record_path(k, s).is_file()]
     cpu_h = sum(r["cpu_h"] for rs in records.values() for r in rs)
     sets = "".join(f" --set {k}={v}" for k, v in (study.spec.get("vars") or {}).items())
