@@ -1,28 +1,23 @@
-"""MetaPruning benchmarks; every number is a ratio to, or a rate next to, a baseline measured in the same run.
-
-1. PruningNet training step (generate + crop weights, choice BN) vs the same network as an ordinary fixed
-   network, both at full width: time ratio (goal <= 1.5) and peak memory of each (own process each).
-2. Candidates scored per minute on digits (BN recalibration + held-out top-1), the search's inner loop.
-3. ``--step-ratio``: ``PruningNetModule``'s training step in a Lightning Trainer vs a plain PyTorch loop of the same
-   PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD optimizer (
-   MobileNetV2 PruningNet, batch 8, 224x224; goal <= 1.0). Own process each; median step time after warm-up.
+"""MetaPruning's costs, as ratios against a baseline timed in the same run (each side in its own process, alternating
+``--rounds`` times): the PruningNet training step (generated and cropped weights, choice BN) against the same network
+at full width as an ordinary one (goal <= 1.5), with each one's peak memory; then candidates scored per minute on
+digits (BN recalibration + held-out top-1, the search's inner loop). ``--step-ratio``: PruningNetModule's step in a
+Trainer against a plain loop of the same PruningNet (a random encoding per step), loss (label smoothing 0.1) and SGD
+(goal <= 1.0).
 
     python bench/bench_metapruning.py [--arch mobilenetv2] [--size small] [--batch 64] [--device cpu|cuda]
     python bench/bench_metapruning.py --step-ratio [--size imagenet --batch 8 --steps 8 --threads 1]
-    python bench/bench_metapruning.py --bn-recal <digits PruningNet run>/checkpoints/last.ckpt
 """
 import argparse
 import multiprocessing as mp
 import random
 import resource
-import sys
 import time
-from pathlib import Path
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root, in spawned processes too
+from common import interleaved, ratios  # the repository on the import path, in spawned processes too
 
 
 def build(arch, size, pruning, device):
@@ -75,9 +70,7 @@ def isolated(target, *args):
 
 
 def step_times(mode, size, batch, steps, threads, queue):
-    """Per-step wall times of the PruningNet training step: ``plain`` loop or ``lightning`` (PruningNetModule)."""
-    from functools import partial
-
+    """The median step time of the PruningNet training step: ``plain`` loop or ``lightning`` (PruningNetModule)."""
     import lightning as L
 
     from lightning_modules.pruningnet import PruningNetModule
@@ -117,38 +110,6 @@ def step_times(mode, size, batch, steps, threads, queue):
     queue.put(sorted(times[2:])[len(times[2:]) // 2])
 
 
-def bn_recalibration(ckpt: str, candidates: int, threads: int) -> None:
-    """Both BN recalibrations on a trained digits PruningNet (``--bn-recal <last.ckpt>``): held-out top-1 of random
-    encodings, and how much a score moves when the same encoding is scored again (the official reshuffles)."""
-    from datamodules.digits import DigitsDataModule
-    from netcompress.core import read_state_dict
-    from netcompress.networks.pruningnet import build_pruningnet
-    from netcompress.search.evaluate import CandidateEvaluator
-
-    torch.set_num_threads(threads)
-    dm = DigitsDataModule(batch_size=64, holdout=180)
-    dm.setup()
-    net = build_pruningnet("mobilenetv2", "small", 10, 1)
-    net.load_state_dict(read_state_dict(ckpt, "--bn-recal"))
-    fixed = torch.utils.data.Subset(dm.train_set, torch.randperm(len(dm.train_set),
-                                    generator=torch.Generator().manual_seed(0))[:512].tolist())
-    ours = CandidateEvaluator(net, torch.utils.data.DataLoader(fixed, batch_size=128), dm.val_dataloader())
-    rng = random.Random(0)
-    encodings = [net.random_encoding(rng) for _ in range(candidates)]
-    mean = lambda v: sum(v) / len(v)   # noqa: E731
-    moved = lambda x, y: mean([abs(p - q) for p, q in zip(x, y, strict=True)])   # noqa: E731
-    a, a2 = ours(encodings), ours(encodings)
-    print(f"BN recalibration on digits ({candidates} random encodings, 180 held-out images): cumulative (ours, "
-          f"4 x 128 fixed images) mean top-1 {100 * mean(a):.2f}%, |change| when rescored {100 * moved(a, a2):.2f}")
-    for batches, size in ((4, 128), (40, 32)):
-        shuffled = torch.utils.data.DataLoader(dm.train_set, batch_size=size, shuffle=True,
-                                               generator=torch.Generator().manual_seed(0))
-        official = CandidateEvaluator(net, shuffled, dm.val_dataloader(), calib_batches=batches, momentum=0.1)
-        b, b2 = official(encodings), official(encodings)
-        print(f"  official (momentum 0.1, {batches} x {size} reshuffled images): mean top-1 {100 * mean(b):.2f}%, "
-              f"|change| when rescored {100 * moved(b, b2):.2f}", flush=True)
-
-
 def candidates_per_minute(arch, seconds, threads):
     from datamodules.digits import DigitsDataModule
     from netcompress.networks.pruningnet import build_pruningnet
@@ -168,43 +129,40 @@ def candidates_per_minute(arch, seconds, threads):
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", default=["mobilenetv2", "mobilenetv1", "resnet"])
     parser.add_argument("--size", default="small", choices=["small", "imagenet"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--search-seconds", type=float, default=20)
     parser.add_argument("--step-ratio", action="store_true", help="PruningNetModule step vs a plain loop, then exit")
-    parser.add_argument("--bn-recal", metavar="CKPT", help="compare the BN recalibrations on a digits PruningNet")
     args = parser.parse_args()
-    if args.bn_recal:
-        bn_recalibration(args.bn_recal, 30, args.threads)
-        return
     if args.step_ratio:
-        plain = isolated(step_times, "plain", args.size, args.batch, args.steps, args.threads)
-        lightning = isolated(step_times, "lightning", args.size, args.batch, args.steps, args.threads)
+        times = interleaved({mode: partial(isolated, step_times, mode, args.size, args.batch, args.steps, args.threads)
+                             for mode in ("plain", "lightning")}, args.rounds)
+        median, fastest, _ = ratios(times["lightning"], times["plain"])
         print(f"MobileNetV2 PruningNet ({args.size}, batch {args.batch}, {args.threads} thread(s), CPU): plain loop "
-              f"{1e3 * plain:.0f} ms/step, PruningNetModule {1e3 * lightning:.0f} ms/step, ratio "
-              f"{lightning / plain:.3f} (goal <= 1.0)")
+              f"{1e3 * min(times['plain']):.0f} ms/step, PruningNetModule {1e3 * min(times['lightning']):.0f} ms/step; "
+              f"ratio {median:.3f}, fastest {fastest:.3f} (goal <= 1.0)")
         return
-    print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}")
-    print("| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fixed peak MB* "
-          "| PruningNet peak MB* |")
-    print("|---|---|---|---|---|---|")
+    print(f"device {args.device}, {args.threads} CPU thread(s), size={args.size}, batch {args.batch}, "
+          f"{args.rounds} rounds\n| arch | fixed step (ms) | PruningNet step (ms) | ratio (goal <= 1.5) | fastest "
+          "| fixed peak MB* | PruningNet peak MB* |\n|---|---|---|---|---|---|---|")
     for arch in args.arch:
-        common = (args.batch, args.steps, args.device, args.threads)
-        fixed, fixed_mem = isolated(train_steps, arch, args.size, False, *common)
-        meta, meta_mem = isolated(train_steps, arch, args.size, True, *common)
-        print(f"| {arch} | {1e3 * fixed:.1f} | {1e3 * meta:.1f} | {meta / fixed:.2f} | {fixed_mem / 2**20:.0f} | "
-              f"{meta_mem / 2**20:.0f} |", flush=True)
+        runs = interleaved({pruning: partial(isolated, train_steps, arch, args.size, pruning, args.batch, args.steps,
+                                             args.device, args.threads) for pruning in (False, True)}, args.rounds)
+        (fixed, fixed_mem), (meta, meta_mem) = (list(zip(*runs[pruning], strict=True)) for pruning in (False, True))
+        median, fastest, _ = ratios(meta, fixed)
+        print(f"| {arch} | {1e3 * min(fixed):.1f} | {1e3 * min(meta):.1f} | {median:.2f} | {fastest:.2f} | "
+              f"{max(fixed_mem) / 2**20:.0f} | {max(meta_mem) / 2**20:.0f} |", flush=True)
     print("*peak memory of the training steps: CUDA max allocated, or on CPU the growth of the process's max RSS")
-    if args.search_seconds > 0:
-        for arch in args.arch:
-            rate = candidates_per_minute(arch, args.search_seconds, args.threads)
-            print(f"search on digits ({arch} small, 4x128 calibration images, 180 held-out): "
-                  f"{rate:.0f} candidates/minute", flush=True)
+    for arch in args.arch if args.search_seconds > 0 else []:
+        rate = candidates_per_minute(arch, args.search_seconds, args.threads)
+        print(f"search on digits ({arch} small, 4x128 calibration images, 180 held-out): {rate:.0f} candidates/minute",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -1,54 +1,46 @@
-"""Per-step overhead of every method's LightningModule: its training step under a Lightning Trainer set up as run.py
-sets it up (a CSV logger, conf/callbacks/default.yaml's progress bar, conf/trainer/default.yaml's
-``log_every_n_steps``: the information a user's run logs) against the same step in a plain PyTorch loop (same
-networks, loss code, optimizers and batches; nothing logged). Prints the ratio per method and size.
+"""Training-step time of every method, as ratios against a baseline timed in the same process: by default each
+method's LightningModule under a Trainer set up as run.py sets it up (CSV logger, conf/callbacks' progress bar,
+conf/trainer's ``log_every_n_steps``) against the same step in a plain PyTorch loop (same networks, loss code,
+optimizers and batches; nothing logged); with ``--baseline <method>``, each method's plain step against that method's
+(e.g. CCKD's correlation term against KD alone, by batch size).
 
     python bench/bench_overhead.py [--methods bare supervised kd cckd dafl pruningnet] [--sizes lenet resnet20]
                                    [--steps 100] [--rounds 5] [--threads 1]
+    python bench/bench_overhead.py --baseline kd --methods cckd --batches 64 256 1024 [--sizes resnet20]
 
-Sizes: ``lenet``: the digits/MNIST pair (LeNet-5 -> LeNet-5-half, 1x32x32, batch 64; DAFL: generator width 16, 64
-images; PruningNet: the 32x32 MobileNetV2 PruningNet of experiment=metapruning_digits). ``resnet20``: CIFAR
-ResNet-56 -> ResNet-20 (3x32x32, 100 classes, batch 64; DAFL: generator width 64; PruningNet: not measured).
-Goals: <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size. The plain and the Lightning loop alternate,
-``--rounds`` times, in this one process, in alternating order; each round's ratio is of the same steps (after 5
-warm-up steps), and the median over rounds is printed, with every round's ratio, so load from other processes shows
-as spread; ``fastest``: the fastest Lightning round over the fastest plain round (interference only adds time, so
-the fastest rounds are the least disturbed ones, as ``timeit`` reasons). The first row, ``plain/plain``, times the
-plain supervised loop against itself: the resolution of the other rows on this machine. ``bare`` is the supervised
-step in a LightningModule with nothing of ours (no metrics, no logging): what Lightning's loop costs by itself, the
-floor of every other row.
+Sizes: ``lenet``: LeNet-5 -> LeNet-5-half, 1x32x32 (DAFL: generator width 16; PruningNet: the 32x32 MobileNetV2 of
+experiment=metapruning_digits); ``resnet20``: CIFAR ResNet-56 -> ResNet-20, 3x32x32, 100 classes (DAFL: width 64;
+PruningNet: not measured). Goals (Lightning / plain): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size; CCKD / KD
+<= 1.10 at batch 256. Both sides alternate, ``--rounds`` times; a round times the same steps after 5 warm-up steps.
+Printed: the median of the rounds' ratios, ``fastest`` (the fastest rounds' ratio) and every round's ratio. The first
+row, ``plain/plain``, times the baseline against itself: the resolution of the others. ``bare``: the supervised step
+in a LightningModule with nothing of ours, the floor of every other row.
 """
 import argparse
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from common import ROOT, criterion, interleaved, ratios  # the repository on the import path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lightning_modules.classifier import ClassifierModule
+from lightning_modules.dafl import GeneratorThenStudentModule
+from lightning_modules.kd import KDModule
+from lightning_modules.pruningnet import PruningNetModule
+from netcompress.networks.cifar_resnet import he_resnet
+from netcompress.networks.generator import DAFLGenerator
+from netcompress.networks.lenet import LeNet5, lenet5_half
+from netcompress.networks.pruningnet import build_pruningnet
 
-from common import criterion  # noqa: E402  (conf/loss/<name>.yaml, composed as run.py does)
-
-from lightning_modules.classifier import ClassifierModule  # noqa: E402
-from lightning_modules.dafl import GeneratorThenStudentModule  # noqa: E402
-from lightning_modules.kd import KDModule  # noqa: E402
-from lightning_modules.pruningnet import PruningNetModule  # noqa: E402
-from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
-from netcompress.networks.generator import DAFLGenerator  # noqa: E402
-from netcompress.networks.lenet import LeNet5, lenet5_half  # noqa: E402
-from netcompress.networks.pruningnet import build_pruningnet  # noqa: E402
-
-WARMUP, BATCH = 5, 64
+WARMUP = 5
 SIZES = {  # size: (student, teacher, input shape, classes, DAFL generator width)
     "lenet": (lenet5_half, LeNet5, (1, 32, 32), 10, 16),
     "resnet20": (partial(he_resnet, 20), partial(he_resnet, 56), (3, 32, 32), 100, 64),
@@ -75,9 +67,8 @@ class BareModule(L.LightningModule):
         return self.optimizer_factory(self.net.parameters())
 
 
-def build(method: str, size: str):
-    """(module, plain step function, batch source) of ``method`` at ``size``; the step function runs one plain
-    training step of the module's own networks, loss code and optimizers."""
+def build(method: str, size: str, batch: int):
+    """(module, input shape, classes) of ``method`` at ``size``."""
     student, teacher, shape, classes, width = SIZES[size]
     torch.manual_seed(0)
     if method in ("supervised", "bare"):
@@ -90,7 +81,7 @@ def build(method: str, size: str):
         module = GeneratorThenStudentModule(student(classes, shape[0]), teacher(classes, shape[0]), generator,
                                             optimizer=partial(torch.optim.Adam, lr=2e-3),
                                             generator_optimizer=partial(torch.optim.Adam, lr=0.02),
-                                            loss=criterion("dafl"), batch_size=BATCH, image_every_n_epochs=0)
+                                            loss=criterion("dafl"), batch_size=batch, image_every_n_epochs=0)
     elif method == "pruningnet":
         module = PruningNetModule(build_pruningnet("mobilenetv2", "small", classes, shape[0]), optimizer=SGD)
     else:
@@ -98,13 +89,13 @@ def build(method: str, size: str):
     return module, shape, classes
 
 
-def batches(method, shape, classes, steps):
+def batches(method, shape, classes, steps, batch):
     if method == "dafl":   # the data-free loader yields the iteration number; the module draws its noise
         return DataLoader(range(steps), batch_size=None)
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(steps * BATCH, *shape, generator=g),
-                         torch.randint(0, classes, (steps * BATCH,), generator=g))
-    return DataLoader(data, batch_size=BATCH)
+    data = TensorDataset(torch.randn(steps * batch, *shape, generator=g),
+                         torch.randint(0, classes, (steps * batch,), generator=g))
+    return DataLoader(data, batch_size=batch)
 
 
 def plain_step(method, module, optimizers, batch, step):
@@ -125,20 +116,18 @@ def plain_step(method, module, optimizers, batch, step):
         opt.step()
 
 
-def plain_time(method, size, steps) -> float:
-    module, shape, classes = build(method, size)
+def plain_time(method, size, steps, batch) -> float:
+    module, shape, classes = build(method, size, batch)
     module.noise_seed = 0   # DAFL: what Lightning resolves at fit start
-    if method == "dafl":
-        module.batch_size = BATCH
     configured = module.configure_optimizers()
     optimizers = configured if isinstance(configured, list) else [configured]
     module.train()
     if method == "pruningnet":
         module.net.batch_statistics(False)
-    for step, batch in enumerate(batches(method, shape, classes, steps)):
+    for step, data in enumerate(batches(method, shape, classes, steps, batch)):
         if step == WARMUP:
             start = time.perf_counter()
-        plain_step(method, module, optimizers, batch, step)
+        plain_step(method, module, optimizers, data, step)
     return time.perf_counter() - start
 
 
@@ -153,57 +142,60 @@ class Timer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_time(method, size, steps, logdir) -> float:
-    module, shape, classes = build(method, size)
+def lightning_time(method, size, steps, batch, logdir) -> float:
+    module, shape, classes = build(method, size, batch)
     timer = Timer()
     bar = instantiate(conf("callbacks/default.yaml").progress_bar)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=L.pytorch.loggers.CSVLogger(logdir),
                         log_every_n_steps=conf("trainer/default.yaml").log_every_n_steps, callbacks=[bar, timer],
                         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, batches(method, shape, classes, steps))
+    trainer.fit(module, batches(method, shape, classes, steps, batch))
     return timer.seconds
 
 
-def compare(first, second, rounds: int) -> tuple[list[float], list[float]]:
-    """``rounds`` timings of ``first()`` and of ``second()``, in alternating order: drift hits both sides alike."""
-    a, b = [], []
-    for round_ in range(rounds):
-        for f, out in ((first, a), (second, b))[:: 1 if round_ % 2 == 0 else -1]:
-            out.append(f())
-    return a, b
+def measures(method: str, size: str, batch: int, args, logdir: str) -> dict:
+    """The row's baseline and candidate: the method's plain loop and its Lightning step, or with ``--baseline <m>``,
+    m's plain loop and the method's; ``plain/plain``: the baseline against itself."""
+    plain = partial(plain_time, size=size, steps=args.steps, batch=batch)
+    if method == "plain/plain":
+        base = partial(plain, "supervised" if args.baseline == "plain" else args.baseline)
+        return {"baseline": base, "candidate": base}
+    if args.baseline == "plain":
+        return {"baseline": partial(plain, method), "candidate": partial(lightning_time, method, size, args.steps,
+                                                                         batch, logdir)}
+    return {"baseline": partial(plain, args.baseline), "candidate": partial(plain, method)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["bare", "supervised", "kd", "cckd", "dafl", "pruningnet"])
     parser.add_argument("--sizes", nargs="+", default=["lenet", "resnet20"], choices=sorted(SIZES))
+    parser.add_argument("--baseline", default="plain", help="plain (each method's own plain loop) or a method")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-noise-floor", action="store_true", help="skip the plain-vs-plain row")
+    parser.add_argument("--no-noise-floor", action="store_true", help="skip the plain/plain row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    rows = []
+    rows = [(size, batch, method) for size in args.sizes for batch in args.batches for method in args.methods
+            if method != "pruningnet" or size == "lenet"]
+    if not args.no_noise_floor:
+        rows.insert(0, (args.sizes[0], args.batches[0], "plain/plain"))
+    lines = [("Lightning (CSV logger, progress bar, log every "
+              f"{conf('trainer/default.yaml').log_every_n_steps} steps) / plain loop" if args.baseline == "plain" else
+              f"plain step / {args.baseline}'s plain step") + f", {args.steps - WARMUP} timed steps x {args.rounds} "
+             f"rounds, {args.threads} thread(s)",
+             f"{'size':<9} {'batch':>5} {'method':<11} {'baseline ms/step':>16} {'ratio':>6} {'fastest':>7}  rounds"]
     with tempfile.TemporaryDirectory() as logdir:
-        pairs = [(size, method) for size in args.sizes for method in args.methods
-                 if method != "pruningnet" or size == "lenet"]
-        if not args.no_noise_floor:   # the resolution of every ratio below: the plain loop against itself
-            pairs.insert(0, (args.sizes[0], "plain/plain"))
-        for size, method in pairs:
-            baseline = partial(plain_time, method if method != "plain/plain" else "supervised", size, args.steps)
-            other = baseline if method == "plain/plain" else partial(lightning_time, method, size, args.steps, logdir)
-            plain, light = compare(baseline, other, args.rounds)
-            ratios = [b / a for a, b in zip(plain, light, strict=True)]
-            per_step = 1e3 * statistics.median(plain) / (args.steps - WARMUP)
-            rows.append((size, method, per_step, statistics.median(ratios), min(light) / min(plain), ratios))
-    goal = {"lenet": 1.10, "resnet20": 1.05}
-    print(f"\nLightning (CSV logger, progress bar, log every {conf('trainer/default.yaml').log_every_n_steps} steps) / "
-          f"plain loop, {args.steps - WARMUP} timed steps x {args.rounds} rounds, {args.threads} thread(s)")
-    print(f"{'size':<9} {'method':<11} {'plain ms/step':>13} {'ratio':>6} {'fastest':>7} {'goal':>5}  rounds")
-    for size, method, per_step, ratio, fastest, ratios in rows:
-        print(f"{size:<9} {method:<11} {per_step:>13.2f} {ratio:>6.3f} {fastest:>7.3f} {goal[size]:>5.2f}  "
-              f"{', '.join(f'{r:.3f}' for r in ratios)}")
+        for size, batch, method in rows:
+            times = interleaved(measures(method, size, batch, args, logdir), args.rounds)
+            median, fastest, each = ratios(times["candidate"], times["baseline"])
+            per_step = 1e3 * statistics.median(times["baseline"]) / (args.steps - WARMUP)
+            lines.append(f"{size:<9} {batch:>5} {method:<11} {per_step:>16.2f} {median:>6.3f} {fastest:>7.3f}  "
+                         + ", ".join(f"{r:.3f}" for r in each))
+    print("\n" + "\n".join(lines))   # after the runs' progress bars
 
 
 if __name__ == "__main__":

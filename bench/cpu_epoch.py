@@ -1,33 +1,29 @@
 """How fast a CIFAR ResNet-20 trains on this CPU, end to end (data included), for today's path and the faster options,
-as ratios against today's path measured in the same run; and how close the step comes to the CPU's matmul rate.
+as ratios against today's path timed in the same run (alternating, ``--rounds`` times); and how close the step comes
+to the CPU's matmul rate (a step counted as 3 forward passes of 2 x multiply-adds).
 
     python bench/cpu_epoch.py --root ../shared/data/cifar10-jpeg [--steps 20] [--batch 256] [--threads 2]
 
-Options, each timed over ``--steps`` training steps after 2 untimed ones (SGD, Nesterov, cross-entropy):
-- today: torchvision ImageFolder (JPEG decoded and augmented per image with PIL: RandomCrop(32, 4), flip), fp32;
-- decoded once (datamodules.image_folder: uint8 in memory, crop + flip on whole batches), fp32, then with
-  channels_last, bf16 autocast, both, both + torch.compile, and both on one thread;
-- bare step: the same network and precision on a fixed batch in memory (no data loading);
-- the project's own epoch: ``Trainer.fit`` of ClassifierModule on ImageFolderDataModule (bf16, channels_last,
-  progress bar and logging on), its images/s as ``callbacks.TrainThroughput`` measures it.
-The achieved rate counts a step as 3 forward passes of 2 x multiply-adds (FLOPs by torch.utils.flop_counter).
-Prints a table; asserts nothing."""
+Each option trains ``--steps`` steps after 2 untimed ones (SGD, Nesterov, cross-entropy): today: torchvision
+ImageFolder (PIL decode and augmentation per image), fp32; decoded once (datamodules.image_folder: uint8 in memory,
+crop + flip on whole batches) in fp32, channels_last, bf16 autocast, both, both + torch.compile; the bare step on a
+fixed batch in memory; the project's own epoch, ``Trainer.fit`` of ClassifierModule on ImageFolderDataModule (bf16,
+channels_last, progress bar and logging), its images/s as ``callbacks.TrainThroughput`` measures it."""
 import argparse
 import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import interleaved, ratios  # the repository on the import path
 from torchvision import datasets
 from torchvision import transforms as T
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datamodules.image_folder import ImageFolderDataModule  # noqa: E402
-from netcompress.networks.cifar_resnet import he_resnet  # noqa: E402
-from netcompress.networks.flops import count_flops  # noqa: E402
+from datamodules.image_folder import ImageFolderDataModule
+from netcompress.networks.cifar_resnet import he_resnet
+from netcompress.networks.flops import count_flops
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -93,6 +89,7 @@ def main():
     parser.add_argument("--root", required=True, help="an ImageFolder tree of CIFAR-10 (train/, test/)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "cpu_epoch_cache"))
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes minutes)")
@@ -131,17 +128,15 @@ def main():
     fp32_peak, bf16_peak = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"{args.threads} threads, batch {args.batch}, {args.steps} timed steps; ResNet-20 {flops / 1e6:.1f}M "
           f"multiply-adds; 2048x2048 matmul: {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bf16")
-    results = {}
-    for name, measure in rows:
-        results[name] = measure()
-    base = results[rows[0][0]]
+    rates = interleaved(dict(rows), args.rounds)
     print(f"| option | images/s | x today | epoch of {len(dm.train_set)} (s) | GFLOP/s | % of matmul |")
     print("|---|---|---|---|---|---|")
+    results = {name: max(values) for name, values in rates.items()}
     for name, rate in results.items():
         gflops = rate * 6 * flops / 1e9
         peak = bf16_peak if "bf16" in name else fp32_peak
-        print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {len(dm.train_set) / rate:.0f} | {gflops:.0f} | "
-              f"{100 * gflops / peak:.0f} |")
+        print(f"| {name} | {rate:.0f} | {ratios(rates[name], rates[rows[0][0]])[0]:.2f} | "
+              f"{len(dm.train_set) / rate:.0f} | {gflops:.0f} | {100 * gflops / peak:.0f} |")
     step = results["bare step, bf16 + channels_last"]
     epoch = results[rows[-1][0]]
     print(f"the project's epoch runs at {100 * epoch / step:.0f}% of the bare step's rate in the same precision")

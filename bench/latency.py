@@ -8,19 +8,18 @@ times), the fastest run kept. Prints, per row, the latency, the speed-up over th
 import argparse
 import os
 import sys
-from pathlib import Path
+from functools import partial
 
 import torch
+from common import ROOT, interleaved  # the repository on the import path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from netcompress.deploy.speed import measure_latency, speed_settings  # noqa: E402
-from netcompress.networks.flops import count_flops  # noqa: E402
+from netcompress.deploy.speed import measure_latency, speed_settings
+from netcompress.networks.flops import count_flops
 
 
-def networks(study: str) -> dict[str, list[torch.nn.Module]]:
+def networks(study: str) -> dict[str, list[tuple[torch.nn.Module, tuple]]]:
     """{row folder: its seeds' networks} of the study's retrain stage (built from each run's .hydra/config.yaml)."""
     os.chdir(ROOT)   # the runs' relative paths (encoding files) are relative to the repository
     found = {}
@@ -42,14 +41,11 @@ def main():
     rows = networks(args.study)
     if not rows:
         sys.exit(f"no retrained runs under logs/studies/{args.study}/retrain: run python bench/study.py {args.study}")
-    best = {}
     load = os.getloadavg()[0]
-    for _ in range(args.rounds):
-        for label, nets in rows.items():
-            for i, (net, shape) in enumerate(nets):
-                for batch in (1, args.batch):
-                    ms = measure_latency(net, shape, batch, "cpu", 5, args.repeats, "min")
-                    best[(label, i, batch)] = min(ms, best.get((label, i, batch), float("inf")))
+    times = interleaved({(label, i, batch): partial(measure_latency, net, shape, batch, "cpu", 5, args.repeats, "min")
+                         for label, nets in rows.items() for i, (net, shape) in enumerate(nets)
+                         for batch in (1, args.batch)}, args.rounds)
+    best = {key: min(values) for key, values in times.items()}
     full = next((label for label in rows if "full" in label), None)
 
     def mean(label, batch):

@@ -1,17 +1,13 @@
 """Runs a study (bench/studies/<name>.yaml: labelled rows of ``python run.py`` overrides over seeds, in chained
-stages) and writes its table into its section of the docs.
+stages), ``--parallel`` runs at once of ``--threads`` threads each, records each finished run in
+docs/records/<name>/, and writes the table made from the records into its section of the docs (``--table-only``:
+from the records alone). The study file's format and what runs again: bench/studies/README.md.
 
     python bench/study.py <name> [<name> ...] [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1]
                           [--table-only]
-
-Each run of (stage, row, seed) is ``python run.py <overrides> seed=<k>`` in its own folder
-``logs/studies/<name>/<stage>/<label>/seed<k>`` (a killed run resumes there from its ``checkpoints/last.ckpt``),
-``--threads`` OpenMP/MKL threads each, ``--parallel`` at once. A finished run leaves a small record,
-``docs/records/<name>/<stage>/<label>/seed<k>.json`` (overrides, metrics, wall time, threads, CPU hours, command):
-a run whose record or ``metrics.json`` holds the same arguments is not run again, and the table is made from the
-records alone (``--table-only`` runs nothing). The study file's format: bench/studies/README.md.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -38,8 +34,9 @@ AGGREGATES = {"mean_sd": stats.pm, "mean": lambda v, s, d: f"{s * stats.mean_sd(
 REFERENCE = re.compile(r"\$\{(run|metric):([^}:]+)(?::([^}]+))?\}")
 
 
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(label)).strip("_") or "_"
+def slug(key: str) -> Path:
+    """``stage/label`` as a path, each part's runs of other characters than A-Za-z0-9.+- written _."""
+    return Path(*(re.sub(r"[^A-Za-z0-9.+-]+", "_", part).strip("_") or "_" for part in key.split("/", 1)))
 
 
 class Study:
@@ -77,12 +74,10 @@ class Study:
         return [s for s in self.seeds if own is None or s in own] or list(own or [])
 
     def folder(self, key: str, seed: int) -> Path:
-        stage, label = key.split("/", 1)
-        return self.logs / slug(stage) / slug(label) / f"seed{seed}"
+        return self.logs / slug(key) / f"seed{seed}"
 
     def record_path(self, key: str, seed: int) -> Path:
-        stage, label = key.split("/", 1)
-        return self.records / slug(stage) / slug(label) / f"seed{seed}.json"
+        return self.records / slug(key) / f"seed{seed}.json"
 
     def source(self, ref: str, seed: int) -> tuple[str, int]:
         """The row ``stage/label`` a reference names and its seed: the same seed, or the row's first when it runs
@@ -169,24 +164,39 @@ def typed(folder: Path) -> list[str] | None:
     return [w for w in yaml.safe_load(path.read_text()) if not w.startswith("callbacks.")] if path.is_file() else None
 
 
-def run_one(study: Study, key: str, seed: int, threads: int, stale: bool = False) -> str:
-    """Runs (stage/label, seed) unless its record or metrics.json holds the same arguments (``stale``: a run it
-    reads ran again: run it too); writes its record. A folder of other arguments is cleared first; one of the same
-    arguments is resumed. Returns what happened."""
+def fingerprint(path: Path) -> str:
+    """What tells one run's record from a redone run's: a hash of its metrics and wall time."""
+    record = read_json(path)
+    return hashlib.sha256(json.dumps([record["metrics"], record["wall_time_s"]], sort_keys=True).encode()).hexdigest()
+
+
+def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) -> str:
+    """Runs (stage/label, seed) unless its record or metrics.json holds the same arguments and read the same records
+    (their fingerprints, kept in the record and beside the folder; a record or folder from before they were kept:
+    unless a run it reads ran in this call, ``ran``); writes its record. A folder of other arguments or reads is
+    cleared first; one of the same is resumed. Returns what happened."""
     args, folder, path = study.arguments(key, seed), study.folder(key, seed), study.record_path(key, seed)
-    if not stale and path.is_file() and read_json(path)["overrides"] == args:
+    reads = {f"{k}/seed{s}": fingerprint(study.record_path(k, s)) for k, s in study.needs(key, seed)}
+    kept = folder.with_suffix(".reads.json")
+
+    def same_reads(found: dict | None) -> bool:
+        return found == reads if found is not None else not ran
+
+    if path.is_file() and (old := read_json(path))["overrides"] == args and same_reads(old.get("reads")):
         return "recorded"
-    done = folder / "metrics.json"
-    cached = not stale and done.is_file() and same_arguments(read_json(done)["command"], args)
+    done, fresh = folder / "metrics.json", same_reads(read_json(kept) if kept.is_file() else None)
+    cached = fresh and done.is_file() and same_arguments(read_json(done)["command"], args)
     if not cached:
-        if folder.is_dir() and (stale or typed(folder) != args):
+        if folder.is_dir() and (not fresh or typed(folder) != args):
             shutil.rmtree(folder)   # another run's folder: its checkpoint must not be resumed
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(kept, json.dumps(reads))
         execute(args, folder, threads)
     result = read_json(done)
     metrics = {**result["metrics"], **output_values(folder, study.spec.get("outputs"))}
     record = {"study": study.name, "stage": key.split("/", 1)[0], "label": study.rows[key]["label"], "seed": seed,
               "overrides": args, "command": shlex.join(["python", "run.py", *args]), "metrics": metrics,
-              "wall_time_s": result["wall_time_s"], "threads": threads,
+              "reads": reads, "wall_time_s": result["wall_time_s"], "threads": threads,
               "cpu_h": round(result["wall_time_s"] * threads / 3600, 4)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -255,7 +265,7 @@ def table(study: Study) -> str:
     for key in keys:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
-    planned = [(k, s) for k, s in study.runs()]
+    planned = study.runs()
     missing = {}
     for k, s in planned:
         if not study.record_path(k, s).is_file():

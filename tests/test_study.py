@@ -37,7 +37,8 @@ DOC = "# Results\n\nintro\n\n<!-- study:tiny:start -->\nold table\n<!-- study:ti
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A study file, its doc, and a stand-in for ``python run.py`` that records each call and writes metrics.json
-    (test/acc 0.5 + 0.1 x seed, + 0.05 for KD)."""
+    (test/acc 0.5 + 0.1 x seed, + 0.05 for KD; 36 s and a hundredth per earlier call, as no two real runs take the
+    same time)."""
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "results.md").write_text(DOC)
     path = tmp_path / "tiny.yaml"
@@ -51,7 +52,8 @@ def tiny(tmp_path, monkeypatch):
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(args))
         acc = 0.5 + 0.1 * seed + (0.05 if "method=kd" in args else 0)
         (folder / "metrics.json").write_text(json.dumps({"command": shlex.join(["python", "run.py", *args]),
-                                                         "metrics": {"test/acc": acc}, "wall_time_s": 36.0}))
+                                                         "metrics": {"test/acc": acc},
+                                                         "wall_time_s": 36.0 + 0.01 * len(calls)}))
 
     monkeypatch.setattr(study, "execute", fake)
     return lambda **kw: study.Study(str(path), root=tmp_path, **kw), calls, tmp_path
@@ -88,6 +90,32 @@ def test_a_killed_run_is_run_again_in_its_folder_and_a_finished_one_is_read_back
     # run.py resumes the killed run from its folder's last.ckpt; the test that reads its checkpoint runs again
     assert [folder for _, folder in calls] == [killed, s.folder("test/KD tested", 1)]
     assert outcomes[("fit/by labels", 0)] == "read back" and s.record_path("fit/by labels", 0).is_file()
+
+
+def test_a_run_that_reads_a_run_redone_in_an_earlier_call_runs_again(tiny, monkeypatch):
+    """The teacher is redone in a call that stops before what reads it runs (here: those runs fail); the next call
+    runs again every run that read the old teacher, though their own arguments did not change."""
+    make, calls, tmp = tiny
+    s = make()
+    study.run_study(s)
+    s.record_path("teacher/LeNet-5", 0).unlink()
+    shutil.rmtree(s.folder("teacher/LeNet-5", 0))
+    fake = study.execute
+
+    def teacher_only(args, folder, threads):
+        if "model=lenet5" not in args:
+            raise RuntimeError("killed")
+        fake(args, folder, threads)
+
+    monkeypatch.setattr(study, "execute", teacher_only)
+    study.run_study(s)
+    monkeypatch.setattr(study, "execute", fake)
+    calls.clear()
+    outcomes = study.run_study(s)
+    assert sorted(str(folder.relative_to(s.logs)) for _, folder in calls) == \
+        ["fit/KD/seed0", "fit/KD/seed1", "test/KD_tested/seed0", "test/KD_tested/seed1"]
+    assert outcomes[("teacher/LeNet-5", 0)] == outcomes[("fit/by labels", 1)] == "recorded"
+    assert set(study.run_study(s).values()) == {"recorded"} and len(calls) == 4
 
 
 def test_references_resolve_per_seed_and_a_changed_var_reruns(tiny):
