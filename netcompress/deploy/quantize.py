@@ -3,8 +3,8 @@ deployment checks of the result (top-1 on labelled images, latency of a batch), 
 
 The quantized network is QDQ ONNX (QuantizeLinear/DequantizeLinear pairs around each quantized operator, which
 onnxruntime fuses into integer kernels): weights int8 per output channel, activations uint8 with ranges calibrated
-(min/max) on the images given. bench/int8_backends.py measured this against torch.ao's x86 path on the same
-network (docs/results.md)."""
+(min/max) on the images given. It was chosen over torch.ao's x86 path by a measurement on the same network
+(docs/notes/int8.md)."""
 import contextlib
 import io
 import tempfile
