@@ -81,8 +81,8 @@ def load_trained_network(ckpt_path: str | Path, command: DictConfig | None = Non
         raise ConfigError(f"ckpt_path is not set: stage=export exports the network of a trained run; {FIX}.")
     weights = read_state_dict(str(ckpt_path), "ckpt_path")   # a bad path or a foreign file: a clear error
     run_cfg = run_config_of(ckpt_path, command)
-    if run_cfg is not command and run_cfg.get("stage", "fit") != "fit" or "model" not in run_cfg or \
-            "data" not in run_cfg:
+    trained_elsewhere = run_cfg is not command and run_cfg.get("stage", "fit") != "fit"
+    if trained_elsewhere or "model" not in run_cfg or "data" not in run_cfg:
         raise ConfigError(f"ckpt_path={ckpt_path}: its run is stage={run_cfg.get('stage')}, not a training run of a "
                           f"classifier; {FIX}.")
     _resolve_relative(run_cfg, Path(ckpt_path).resolve().parent.parent)
@@ -181,7 +181,6 @@ def _int8(net_onnx: Path, out: Path, q: dict, run_cfg: DictConfig, threads: int,
     fp32 = quantize.session(net_onnx, threads)
     one, many = example_input(input_shape, 1), example_input(input_shape, q["batch"])
     metrics = {"export/test_acc_fp32": quantize.accuracy(fp32, test), "export/size_mb_fp32": quantize.size_mb(net_onnx),
-               f"speed/latency_ms_b{q['batch']}_onnxruntime": quantize.latency_ms(fp32, many, warmup, repeats),
                "export/calibration_images": len(images)}
     try:
         quantize.quantize_int8(net_onnx, int8_path, images, q["batch"])
@@ -190,7 +189,9 @@ def _int8(net_onnx: Path, out: Path, q: dict, run_cfg: DictConfig, threads: int,
         int8_path.unlink(missing_ok=True)
         log.warning(f"[export] warning: the network could not be quantized to int8 ({type(e).__name__}: "
                     f"{str(e).splitlines()[0] if str(e) else ''}); keeping the fp32 export {net_onnx.name} alone.")
-        return {**metrics, "export/int8_kept": 0.0}
+        return {**metrics, f"speed/latency_ms_b{q['batch']}_onnxruntime": quantize.latency_ms(fp32, many, warmup,
+                                                                                             repeats),
+                "export/int8_kept": 0.0}
     metrics.update({"export/test_acc_int8": quantize.accuracy(int8, test),
                     "export/size_mb_int8": quantize.size_mb(int8_path)})
     for key, x in (("speed/latency_ms", one), (f"speed/latency_ms_b{q['batch']}", many)):   # fp32 and int8 in turns
