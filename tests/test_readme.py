@@ -101,6 +101,8 @@ def size_overrides(cfg, flags: list[str]) -> list[str]:
     sizes = []
     if cfg.data.get("_target_", "").endswith("ImageNetDataModule"):
         sizes += ["data.num_classes=3", "data.num_workers=0", "data.pin_memory=false"]
+    if cfg.data.get("holdout") and "root" in cfg.data:   # the data sets the tests write hold a few images per class
+        sizes.append(f"data.holdout={cfg.data.num_classes}")
     if cfg.stage == "search":
         return sizes + ["search.population=4", "search.generations=1", "search.parents=2", "search.mutations=1",
                         "search.crossovers=1", "search.calib_batches=1", "search.calib_batch_size=16",
