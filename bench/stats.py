@@ -91,15 +91,18 @@ def collapsed(records: dict, key: str, diversity: str = "train/diversity_epoch",
     return ", ".join(str(r["seed"]) for r in found if r["metrics"][diversity] < r["metrics"][threshold]) or "none"
 
 
-def time_to(records: dict, key: str, threshold: float, curve: str = "val_acc_curve") -> str:
-    """Seconds until the per-epoch ``curve`` first reaches ``threshold``, mean over seeds; an epoch's end is taken
-    at its share of the run's wall time (epochs of equal length)."""
-    times, runs = [], records.get(key, [])
+def time_to(records: dict, key: str, threshold: float, relative_to: str | None = None, curve: str = "val_acc_curve",
+            times: str = "val_time_curve") -> str:
+    """Seconds until the per-validation ``curve`` first reaches ``threshold`` (plus the record's ``relative_to``
+    metric, when named: -0.05 and ``test/teacher_acc`` is 5 points below the teacher), mean over seeds: the fit's
+    wall time then (``times``, logged beside it), or for a record without it the epoch's share of the run's."""
+    found, runs = [], records.get(key, [])
     for r in runs:
-        values = r["metrics"].get(curve) or []
-        first = next((i for i, v in enumerate(values) if v >= threshold), None)
+        values, at = r["metrics"].get(curve) or [], r["metrics"].get(times) or []
+        goal = threshold + (r["metrics"][relative_to] if relative_to else 0)
+        first = next((i for i, v in enumerate(values) if v >= goal), None)
         if first is not None:
-            times.append(r["wall_time_s"] * (first + 1) / len(values))
-    if not times:
+            found.append(at[first] if len(at) == len(values) else r["wall_time_s"] * (first + 1) / len(values))
+    if not found:
         return "never" if runs else "–"
-    return f"{mean_sd(times)[0]:.0f}" + (f" ({len(times)} of {len(runs)} seeds)" if len(times) < len(runs) else "")
+    return f"{mean_sd(found)[0]:.0f}" + (f" ({len(found)} of {len(runs)} seeds)" if len(found) < len(runs) else "")

@@ -1,7 +1,8 @@
 """Runs a study (bench/studies/<name>.yaml: labelled rows of ``python run.py`` overrides over seeds, in chained
 stages), ``--parallel`` runs at once of ``--threads`` threads each, records each finished run in
-docs/records/<name>/, and writes the table made from the records into its section of the docs (``--table-only``:
-from the records alone). The study file's format and what runs again: bench/studies/README.md.
+docs/records/<name>/, and writes the table made from the records into its section of the docs, and its picture, if
+it has one, to docs/<name>.png (``--table-only``: from the records alone). The study file's format and what runs
+again: bench/studies/README.md.
 
     python bench/study.py <name> [<name> ...] [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1]
                           [--table-only]
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import stats  # noqa: E402
 
 from netcompress.core import ConfigError, atomic_write_text  # noqa: E402
+from netcompress.reporting.loggers import logged_values  # noqa: E402
 
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]   # not part of a run's arguments
 AGGREGATES = {"mean_sd": stats.pm, "mean": lambda v, s, d: f"{s * stats.mean_sd(v)[0]:.{d}f}",
@@ -124,7 +126,7 @@ def same_arguments(command: str, args: list[str]) -> bool:
 
 def output_values(folder: Path, outputs: dict) -> dict:
     """The study's ``outputs`` read from a run folder's files: ``name: <glob>:<dotted key>`` of a YAML/JSON file,
-    or ``<glob>:<column>`` of a CSV log (its non-empty values, in order)."""
+    or ``<glob>:<column>`` of a CSV log (its values in step order)."""
     found = {}
     for name, spec in (outputs or {}).items():
         pattern, key = spec.rsplit(":", 1)
@@ -132,8 +134,7 @@ def output_values(folder: Path, outputs: dict) -> dict:
         if not files:
             continue
         if files[-1].suffix == ".csv":
-            import csv
-            found[name] = [float(r[key]) for r in csv.DictReader(files[-1].open()) if r.get(key)]
+            found[name] = logged_values(files[-1], key)
             continue
         value = yaml.safe_load(files[-1].read_text())
         for part in key.split("."):
@@ -253,13 +254,31 @@ def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
     return AGGREGATES[column.get("agg", "mean_sd")](values, column.get("scale", 1), column.get("digits", 2))
 
 
+def table_keys(study: Study) -> list[str]:
+    """The ``stage/label`` of each row of the table: the rows of its stages (default: all)."""
+    spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {}
+    return [k for k in study.rows if k.split("/", 1)[0] in spec.get("stages", list(study.spec["stages"]))]
+
+
+def draw(study: Study) -> Path | None:
+    """The study's picture, ``figure: {draw: <a function of bench/figures.py>, <its params>}``, from its records:
+    docs/<name>.png beside the doc; None without a figure or a record."""
+    spec, records = dict(study.spec.get("figure") or {}), load_records(study)
+    if not spec or not any(records.values()):
+        return None
+    import figures
+
+    out = study.doc.parent / f"{study.name}.png"
+    getattr(figures, spec.pop("draw"))(records, table_keys(study), **spec).savefig(out, bbox_inches="tight")
+    return out
+
+
 def table(study: Study) -> str:
     """The section's text: the table (one row per row label of the table's stages), the regenerate line with the
     records' CPU hours, and a footnote naming the runs without a record."""
     spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {"columns": study.spec["table"]}
     columns, stages = spec["columns"], spec.get("stages", list(study.spec["stages"]))
-    records = load_records(study)
-    keys = [k for k in study.rows if k.split("/", 1)[0] in stages]
+    records, keys = load_records(study), table_keys(study)
     lines = [f"| {spec.get('label', 'row')} | " + " | ".join(c["header"] for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for key in keys:
@@ -309,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = {} if args.table_only else run_study(study, args.parallel, args.threads)
             text = table(study)
             write_section(study, text)
+            if picture := draw(study):
+                print(f"[study] {name}: {picture.relative_to(study.root)} drawn")
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

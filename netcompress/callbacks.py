@@ -6,7 +6,7 @@ import statistics
 import time
 
 import torch
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar, Timer
 from lightning.pytorch.utilities import rank_zero_info
 
 from netcompress.core import atomic_torch_save
@@ -99,6 +99,19 @@ class TrainThroughput(Callback):
             stats = getattr(pl_module, "model_stats", {})
             stats["speed/train_throughput"] = self.images * trainer.world_size / self.seconds
             pl_module.model_stats = stats
+
+
+class ElapsedTime(Timer):
+    """Lightning's Timer without a limit: the fit's wall time so far (validation included; a resumed fit goes on from
+    its checkpoint's) logged as ``time/elapsed_s`` at the end of each validation of the fit, beside ``val/acc``: the
+    accuracy-against-time curve of a run."""
+
+    def __init__(self):
+        super().__init__(duration=None, verbose=False)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            pl_module.log("time/elapsed_s", self.time_elapsed("train"), reduce_fx="max", sync_dist=True)
 
 
 class RanksInSync(Callback):

@@ -1,7 +1,8 @@
 """Fault tolerance, measured: a run SIGKILLed mid-training (a real process, killed from outside) and resumed from
 its last.ckpt ends with exactly the metrics and weights of a run that was never interrupted (CPU,
 trainer.deterministic=true, fixed seed), for every method; a search killed mid-generation resumes to the same top
-encodings; a requeued job (same run folder) resumes by itself; a truncated checkpoint is a clear error."""
+encodings; a requeued job (same run folder) resumes by itself and its CSV log keeps the epochs before the kill; a
+truncated checkpoint is a clear error."""
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import pytest
 import torch
 import yaml
 from helpers import FAST, ROOT, run_cli, run_config, run_folders
+
+from netcompress.reporting.loggers import logged_values
 
 DETERMINISTIC = [*FAST, "trainer.deterministic=true", "seed=7", "trainer.max_epochs=3", "logger=csv"]
 METHODS = {
@@ -103,6 +106,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, method):
         finally:
             torch.use_deterministic_algorithms(False)  # trainer.deterministic=true set it for this process
         assert_same_outcome(killed, uninterrupted)
+        # its CSV log keeps the epochs before the kill: the same val/acc curve as the uninterrupted run's
+        curve = [logged_values(d / "csv" / "metrics.csv", "val/acc") for d in (killed, uninterrupted)]
+        assert len(curve[1]) == 3 and curve[0] == curve[1]
 
 
 @pytest.mark.e2e

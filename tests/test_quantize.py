@@ -203,27 +203,22 @@ def test_deploy_studies_name_only_their_vars_and_earlier_rows(name):
     assert any("search.max_latency=" in o for o in spec["stages"]["search"][0]["overrides"])
 
 
-def test_deploy_report_reads_the_records(tmp_path):
+def test_deploy_figure_plots_the_records_means(tmp_path):
+    """bench/figures.py's deploy picture: per network and precision, the mean over seeds of test top-1 against
+    latency at batch 1 and 32 and size; an int8 network not kept (over export.max_accuracy_drop) drawn hollow."""
     sys.path.insert(0, str(ROOT / "bench"))
-    import deploy_report
+    import figures
 
     metrics = {"export/test_acc_fp32": 0.95, "export/test_acc_int8": 0.93, "export/int8_kept": 0.0,
                "speed/latency_ms_onnxruntime": 0.1, "speed/latency_ms_int8": 0.05,
                "speed/latency_ms_b32_onnxruntime": 2.0, "speed/latency_ms_b32_int8": 1.0,
-               "export/size_mb_fp32": 0.4, "export/size_mb_int8": 0.1, "speed/threads": 1, "model/params": 1234}
-    for seed, shift in ((0, 0.0), (1, 0.01)):
-        path = tmp_path / "export" / "found" / f"seed{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"metrics": {**metrics, "export/test_acc_fp32": 0.95 + shift}}))
-    points = deploy_report.deploy_points(tmp_path)
-    assert [(p["network"], p["precision"], p["kept"]) for p in points] == [("found", "fp32", True),
-                                                                            ("found", "int8", False)]
-    assert points[0]["top-1 %"] == pytest.approx(95.5) and points[1]["batch 32 ms"] == 1.0
-    table = deploy_report.markdown(points)
-    assert "| found | fp32 | 1,234 | 95.50 | 0.100 | 2.000 | 0.400 |" in table
-    assert "| found | int8 (not kept: over export.max_accuracy_drop) | 1,234 | 93.00 | 0.050 | 1.000 | 0.100 |" in table
-    deploy_report.figure(points, "t").savefig(tmp_path / "f.png")
-    assert (tmp_path / "f.png").stat().st_size > 1000
+               "export/size_mb_fp32": 0.4, "export/size_mb_int8": 0.1, "speed/threads": 1}
+    records = {"export/found": [{"metrics": {**metrics, "export/test_acc_fp32": 0.95 + shift}} for shift in (0, 0.01)]}
+    axes = figures.deploy(records, ["export/found"]).axes
+    points = [[(tuple(c.get_offsets()[0]), len(c.get_facecolor()) > 0) for c in ax.collections] for ax in axes]
+    assert points[0] == [((0.1, pytest.approx(95.5)), True), ((0.05, pytest.approx(93.0)), False)]   # int8 hollow
+    assert [p[0] for p, _ in points[1]] == [2.0, 1.0] and [p[0] for p, _ in points[2]] == [0.4, 0.1]
+    assert axes[0].get_xlabel() == "onnxruntime latency, batch 1 ms (1 thread(s))"
 
 
 def test_relative_data_root_is_the_training_runs(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import yaml
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
+import figures  # noqa: E402
 import stats  # noqa: E402
 import study  # noqa: E402
 
@@ -75,6 +76,24 @@ def test_runs_once_then_reads_records_and_the_table_regenerates_from_records_alo
     assert study.table(make(records=copy)) == text   # no logs/ needed
     record = json.loads((copy / "tiny" / "fit" / "KD" / "seed1.json").read_text())
     assert record["overrides"][-1] == "seed=1" and record["cpu_h"] == 0.01 and record["command"].startswith("python")
+
+
+def test_a_figure_is_drawn_from_the_records_with_the_curves_they_hold(tiny):
+    """``figure: {draw: accuracy_against_time}``: docs/<study>.png once records exist, one line per seed of each table
+    row holding a curve, at the logged times (minutes) and accuracies (%); none before any record."""
+    make, _, tmp = tiny
+    s = make()
+    s.spec["figure"] = {"draw": "accuracy_against_time"}
+    assert study.draw(s) is None and not (tmp / "docs" / "tiny.png").exists()
+    study.run_study(s)
+    assert study.draw(s) == tmp / "docs" / "tiny.png" and (tmp / "docs" / "tiny.png").stat().st_size > 1000
+    records = {"fit/KD": [rec(0, 0, val_acc_curve=[0.5, 0.8], val_time_curve=[30.0, 90.0]),
+                          rec(1, 0, val_acc_curve=[0.4])],   # no times logged: no line
+               "fit/by labels": [rec(0, 0, val_acc_curve=[0.2, 0.3], val_time_curve=[60.0, 120.0])]}
+    (ax,) = figures.accuracy_against_time(records, ["fit/KD", "fit/by labels"]).axes
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines] == [
+        ([0.5, 1.5], [50.0, 80.0]), ([1.0, 2.0], [20.0, 30.0])]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["KD (1 seeds)", "by labels (1 seeds)"]
 
 
 def test_a_killed_run_is_run_again_in_its_folder_and_a_finished_one_is_read_back(tiny):
@@ -233,6 +252,12 @@ def test_study_stats_on_records_by_hand():
     # seed 0 reaches 0.9 at its third of four epochs: 100 s x 3 / 4 = 75 s; seed 1 never
     assert stats.time_to(curves, "d/x", 0.9) == "75 (1 of 2 seeds)"
     assert stats.time_to(curves, "d/x", 0.99) == "never"
+    curves["d/x"][0]["metrics"]["val_time_curve"] = [20.0, 41.0, 63.0, 90.0]   # the fit's logged wall time
+    assert stats.time_to(curves, "d/x", 0.9) == "63 (1 of 2 seeds)"
+    for r, teacher in zip(curves["d/x"], (0.99, 0.62), strict=True):
+        r["metrics"]["test/teacher_acc"] = teacher
+    # 5 points below each one's teacher: seed 0 0.94 at 63 s, seed 1 0.57 at 100 s x 2 / 2: mean 81.5 s
+    assert stats.time_to(curves, "d/x", -0.05, relative_to="test/teacher_acc") == "82"
 
 
 def test_a_real_study_run_writes_its_record(tmp_path, monkeypatch):

@@ -92,3 +92,35 @@ def test_model_summary_has_no_flops_column_and_the_right_totals(tmp_path, caplog
     table = caplog.text
     assert "Params" in table and "net.fc" in table and "FLOPs" not in table
     assert "30         Trainable params" in table and "30         Total params" in table
+
+
+def test_elapsed_time_is_logged_beside_val_acc_and_goes_on_after_a_resume(tmp_path):
+    """conf/callbacks/default.yaml's elapsed_time: each validation of the fit logs the fit's wall time so far; epochs
+    of at least 0.2 s give rising times of at least 0.2 s per epoch, and a fit resumed from its checkpoint goes on
+    from the checkpoint's time, not from 0."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class Slow(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            time.sleep(0.2)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(16, 4), torch.randint(0, 6, (16,))), batch_size=8)
+
+    def fit(epochs, folder, ckpt_path=None):
+        module = ClassifierModule(Linear(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+        elapsed = instantiate(OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").elapsed_time)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=L.pytorch.loggers.CSVLogger(folder, name="",
+                            version=""), callbacks=[elapsed, Slow(), ModelCheckpoint(tmp_path / "ckpt", "last")],
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1)
+        trainer.fit(module, data, data, ckpt_path=ckpt_path)
+        return [(int(r["epoch"]), float(r["time/elapsed_s"]))
+                for r in csv.DictReader(open(folder / "metrics.csv")) if r.get("time/elapsed_s")]
+
+    first = fit(2, tmp_path / "a")
+    assert [e for e, _ in first] == [0, 1]   # one per validation of the fit, none for the sanity check
+    assert 0 < first[0][1] < first[1][1] and first[1][1] - first[0][1] >= 0.2
+    (epoch, seconds), = fit(3, tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert epoch == 2 and seconds >= first[1][1] + 0.2

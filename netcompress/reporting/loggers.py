@@ -1,9 +1,12 @@
-"""Loggers: wandb that goes offline by itself when no API key is configured."""
+"""Loggers: wandb that goes offline by itself when no API key is configured; a CSV log that a resumed run extends."""
+import csv
 import netrc
 import os
 from pathlib import Path
 
+from lightning.pytorch import loggers
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -52,3 +55,33 @@ def finish_wandb():
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+class _AppendingWriter(loggers.csv_logs.ExperimentWriter):
+    def _check_log_dir_exists(self):   # Lightning's deletes the folder's metrics.csv; this one keeps its header
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class CSVLogger(loggers.CSVLogger):
+    """Lightning's CSVLogger, except that a run resumed in its folder appends to its metrics.csv instead of deleting
+    the epochs before the resume. Rows of steps redone after a crash appear twice; the later one counts."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def logged_values(path: Path, key: str) -> list[float]:
+    """A metric of a metrics.csv, in step order: of rows logged twice for one step (a step redone after a resume),
+    the later."""
+    rows = {}
+    for row in csv.DictReader(open(path, newline="")):
+        if row.get(key):
+            rows[int(row["step"])] = float(row[key])
+    return [rows[step] for step in sorted(rows)]
