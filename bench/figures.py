@@ -35,12 +35,12 @@ DEPLOY = (("batch 1 ms", "speed/latency_ms_{l}"), ("batch 32 ms", "speed/latency
           ("size MB", "export/size_mb_{p}"))
 
 
-def deploy(records: dict, keys: list[str]):
+def deploy(records: dict, keys: list[str], colours: tuple = ("black", "tab:red", "tab:gray")):
     """A deployment study's export stage: each network's test top-1 in fp32 (o) and int8 (^; hollow: not kept, over
     export.max_accuracy_drop) against onnxruntime latency at batch 1 and 32 and size on disk, means over seeds; an
-    arrow from each network's fp32 to its int8."""
+    arrow from each network's fp32 to its int8. ``colours``: of the rows, in order (then matplotlib's)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=100, sharey=True)
-    for key, colour in zip(keys, ("black", "tab:red", "tab:gray", *plt.cm.tab10.colors), strict=False):
+    for key, colour in zip(keys, (*colours, *plt.cm.tab10.colors), strict=False):
         metrics = [r["metrics"] for r in records.get(key, [])]
         for ax, (header, metric) in zip(axes, DEPLOY, strict=True):
             points = {}
