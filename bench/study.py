@@ -195,13 +195,13 @@ def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) 
         execute(args, folder, threads)
     result = read_json(done)
     metrics = {**result["metrics"], **output_values(folder, study.spec.get("outputs"))}
+    seconds = result["wall_time_s"] + metrics.get("time/before_resume_s", 0)   # a resumed fit: the whole run
     record = {"study": study.name, "stage": key.split("/", 1)[0], "label": study.rows[key]["label"], "seed": seed,
               "overrides": args, "command": shlex.join(["python", "run.py", *args]), "metrics": metrics,
-              "reads": reads, "wall_time_s": result["wall_time_s"], "threads": threads,
-              "cpu_h": round(result["wall_time_s"] * threads / 3600, 4)}
+              "reads": reads, "wall_time_s": seconds, "threads": threads, "cpu_h": round(seconds * threads / 3600, 4)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return "read back" if cached else f"ran in {result['wall_time_s']:.0f} s"
+    return "read back" if cached else f"ran in {seconds:.0f} s"
 
 
 def run_study(study: Study, parallel: int = 2, threads: int = 1) -> dict:

@@ -104,7 +104,8 @@ class TrainThroughput(Callback):
 class ElapsedTime(Timer):
     """Lightning's Timer without a limit: the fit's wall time so far (validation included; a resumed fit goes on from
     its checkpoint's) logged as ``time/elapsed_s`` at the end of each validation of the fit, beside ``val/acc``: the
-    accuracy-against-time curve of a run."""
+    accuracy-against-time curve of a run. A resumed fit's time before the resume: ``time/before_resume_s`` in
+    ``module.model_stats`` (metrics.json)."""
 
     def __init__(self):
         super().__init__(duration=None, verbose=False)
@@ -112,6 +113,10 @@ class ElapsedTime(Timer):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             pl_module.log("time/elapsed_s", self.time_elapsed("train"), reduce_fx="max", sync_dist=True)
+
+    def on_fit_end(self, trainer, pl_module):
+        if self._offset:   # a resumed fit: the time before the resume, for a record of the whole run's cost
+            pl_module.model_stats = {**getattr(pl_module, "model_stats", {}), "time/before_resume_s": self._offset}
 
 
 class RanksInSync(Callback):

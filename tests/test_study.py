@@ -96,6 +96,25 @@ def test_a_figure_is_drawn_from_the_records_with_the_curves_they_hold(tiny):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["KD (1 seeds)", "by labels (1 seeds)"]
 
 
+def test_a_resumed_fit_records_the_time_before_its_resume_too(tiny, monkeypatch):
+    """A run that resumed a fit (time/before_resume_s in its metrics) records that time plus its own wall time."""
+    make, calls, _ = tiny
+    fake = study.execute
+
+    def resumed(args, folder, threads):
+        fake(args, folder, threads)
+        result = json.loads((folder / "metrics.json").read_text())
+        result["metrics"]["time/before_resume_s"] = 1800.0
+        (folder / "metrics.json").write_text(json.dumps(result))
+
+    monkeypatch.setattr(study, "execute", resumed)
+    s = make()
+    assert study.run_one(s, "teacher/LeNet-5", 0, threads=2) == "ran in 1836 s"   # 1800 + 36.01
+    record = json.loads(s.record_path("teacher/LeNet-5", 0).read_text())
+    assert record["wall_time_s"] == pytest.approx(1836.01) and record["cpu_h"] == pytest.approx(1836.01 * 2 / 3600,
+                                                                                                 abs=1e-4)
+
+
 def test_a_killed_run_is_run_again_in_its_folder_and_a_finished_one_is_read_back(tiny):
     make, calls, tmp = tiny
     s = make()

@@ -116,11 +116,12 @@ def test_elapsed_time_is_logged_beside_val_acc_and_goes_on_after_a_resume(tmp_pa
                             version=""), callbacks=[elapsed, Slow(), ModelCheckpoint(tmp_path / "ckpt", "last")],
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1)
         trainer.fit(module, data, data, ckpt_path=ckpt_path)
-        return [(int(r["epoch"]), float(r["time/elapsed_s"]))
-                for r in csv.DictReader(open(folder / "metrics.csv")) if r.get("time/elapsed_s")]
+        return [(int(r["epoch"]), float(r["time/elapsed_s"])) for r in csv.DictReader(open(folder / "metrics.csv"))
+                if r.get("time/elapsed_s")], getattr(module, "model_stats", {})
 
-    first = fit(2, tmp_path / "a")
-    assert [e for e, _ in first] == [0, 1]   # one per validation of the fit, none for the sanity check
+    first, stats = fit(2, tmp_path / "a")
+    assert [e for e, _ in first] == [0, 1] and not stats   # one per validation of the fit, none for the sanity check
     assert 0 < first[0][1] < first[1][1] and first[1][1] - first[0][1] >= 0.2
-    (epoch, seconds), = fit(3, tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    [(epoch, seconds)], stats = fit(3, tmp_path / "b", ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert epoch == 2 and seconds >= first[1][1] + 0.2
+    assert first[1][1] + 0.2 <= stats["time/before_resume_s"] < seconds   # the checkpoint's time, after its sleep
