@@ -74,12 +74,17 @@ def rank_agreement(records: dict, key: str, pairs: dict[str, str], metric: str =
 
 
 def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2) -> str:
-    """The row's mean ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage)."""
+    """The row's ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage): per seed when
+    both ran the same seeds (``mean ± sd`` of the seeds' differences), else the difference of their means."""
     base = base if base in records or "/" in base else f"{key.split('/', 1)[0]}/{base}"
-    mine, theirs = ([r["metrics"][metric] for r in records.get(k, [])] for k in (key, base))
+    mine, theirs = by_seed(records, key), by_seed(records, base)
     if not mine or not theirs or key == base:
         return "–" if key != base else ""
-    return f"{scale * (mean_sd(mine)[0] - mean_sd(theirs)[0]):+.{digits}f}"
+    if mine.keys() == theirs.keys():
+        mean, sd = mean_sd([scale * (mine[s]["metrics"][metric] - theirs[s]["metrics"][metric]) for s in mine])
+        return f"{mean:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(mine) > 1 else "")
+    means = [mean_sd(r["metrics"][metric] for r in side.values())[0] for side in (mine, theirs)]
+    return f"{scale * (means[0] - means[1]):+.{digits}f}"
 
 
 def collapsed(records: dict, key: str, diversity: str = "train/diversity_epoch",

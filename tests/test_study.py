@@ -66,8 +66,9 @@ def test_runs_once_then_reads_records_and_the_table_regenerates_from_records_alo
     outcomes = study.run_study(s, parallel=2)
     assert len(calls) == 1 + 2 + 2 + 2 and all(o.startswith("ran") for o in outcomes.values())
     text = study.table(s)
-    assert "| fit: KD | 60.00 ± 7.07 | 2 | +5.00 |" in text and "| fit: by labels | 55.00 ± 7.07 | 2 |  |" in text
-    assert "| test: KD tested | 60.00 ± 7.07 | 2 | +5.00 |" in text
+    assert "| fit: KD | 60.00 ± 7.07 | 2 | +5.00 ± 0.00 |" in text   # per seed: +5 and +5
+    assert "| fit: by labels | 55.00 ± 7.07 | 2 |  |" in text
+    assert "| test: KD tested | 60.00 ± 7.07 | 2 | +5.00 ± 0.00 |" in text
     assert "7 of 7 runs, 0.07 CPU hours" in text and "No record" not in text   # 7 x 36 s, one thread
     assert study.run_study(s) == {run: "recorded" for run in s.runs()} and len(calls) == 7   # cached
     copy = tmp / "elsewhere"
@@ -263,7 +264,9 @@ def test_study_stats_on_records_by_hand():
     pairs = {"r/best": "s/search:a", "r/u1": "s/search:b"}
     assert stats.rank_agreement(records, "r/best", pairs) == "+0.26 (4 networks)"
     assert stats.rank_agreement(records, "r/u1", pairs) == ""
-    assert stats.minus(records, "r/best", "r/u1") == "+3.50" and stats.minus(records, "r/u1", "r/u1") == ""
+    # per seed: 47 - 40 = +7 and 40 - 40 = 0: mean 3.5, sd 4.95; against one seed only, the difference of the means
+    assert stats.minus(records, "r/best", "r/u1") == "+3.50 ± 4.95" and stats.minus(records, "r/u1", "r/u1") == ""
+    assert stats.minus({**records, "r/one": [rec(0, 0.30)]}, "r/best", "r/one") == "+13.50"
     dafl = {"d/x": [rec(0, 0.9, **{"train/diversity_epoch": 0.01, "collapse_threshold": 0.05}),
                     rec(1, 0.9, **{"train/diversity_epoch": 0.2, "collapse_threshold": 0.05})]}
     assert stats.collapsed(dafl, "d/x") == "0" and stats.collapsed(records, "r/u1") == "–"
