@@ -1,16 +1,13 @@
 """Peak resident memory of the default job, ``python run.py`` (CCKD on digits), for 2 epochs with the cached teacher.
 
     python bench/bench_memory.py
-
-Per-step speed against a plain loop: bench/bench_overhead.py.
 """
 import resource
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT
 
 
 def main():
