@@ -1,20 +1,18 @@
-"""Training-step time of every method, as ratios against a baseline timed in the same process: by default each
-method's LightningModule under a Trainer set up as run.py sets it up (CSV logger, conf/callbacks' progress bar,
-conf/trainer's ``log_every_n_steps``) against the same step in a plain PyTorch loop (same networks, loss code,
-optimizers and batches; nothing logged); with ``--baseline <method>``, each method's plain step against that method's
-(e.g. CCKD's correlation term against KD alone, by batch size).
+"""Training-step time of every method: its LightningModule under a Trainer set up as run.py sets it up (CSV logger,
+conf/callbacks' progress bar, conf/trainer's ``log_every_n_steps``) against the same step in a plain PyTorch loop (same
+networks, loss code, optimizers, batches); with ``--baseline <method>``, each method's plain step against that one's.
 
     python bench/bench_overhead.py [--methods bare supervised kd cckd dafl pruningnet] [--sizes lenet resnet20]
                                    [--steps 100] [--rounds 5] [--threads 1]
     python bench/bench_overhead.py --baseline kd --methods cckd --batches 64 256 1024 [--sizes resnet20]
+    python bench/bench_overhead.py --sizes imagenet --methods pruningnet --batches 4 --steps 9 --rounds 3
 
-Sizes: ``lenet``: LeNet-5 -> LeNet-5-half, 1x32x32 (DAFL: generator width 16; PruningNet: the 32x32 MobileNetV2 of
-experiment=metapruning_digits); ``resnet20``: CIFAR ResNet-56 -> ResNet-20, 3x32x32, 100 classes (DAFL: width 64;
-PruningNet: not measured). Goals (Lightning / plain): <= 1.10 at LeNet size, <= 1.05 at ResNet-20 size; CCKD / KD
-<= 1.10 at batch 256. Both sides alternate, ``--rounds`` times; a round times the same steps after 5 warm-up steps.
-Printed: the median of the rounds' ratios, ``fastest`` (the fastest rounds' ratio) and every round's ratio. The first
-row, ``plain/plain``, times the baseline against itself: the resolution of the others. ``bare``: the supervised step
-in a LightningModule with nothing of ours, the floor of every other row.
+Sizes: ``lenet`` (LeNet-5 -> LeNet-5-half, 1x32x32; the 32x32 MobileNetV2 PruningNet), ``resnet20`` (ResNet-56 ->
+ResNet-20, 3x32x32, 100 classes), ``imagenet`` (the 224x224 MobileNetV2 PruningNet alone). Goals: Lightning / plain
+<= 1.10 at LeNet size, <= 1.05 at ResNet-20 size, <= 1.0 for the ImageNet PruningNet; CCKD / KD <= 1.10 at batch 256.
+A round times the steps after the first 5. Printed: the median of the rounds' ratios, the fastest rounds' ratio and
+every round's; ``plain/plain`` times the first row's plain loop against itself (the resolution of the others);
+``bare`` is the supervised step in a LightningModule with nothing of ours (Lightning's own cost).
 """
 import argparse
 import logging
@@ -41,15 +39,13 @@ from netcompress.networks.lenet import LeNet5, lenet5_half
 from netcompress.networks.pruningnet import build_pruningnet
 
 WARMUP = 5
-SIZES = {  # size: (student, teacher, input shape, classes, DAFL generator width)
-    "lenet": (lenet5_half, LeNet5, (1, 32, 32), 10, 16),
-    "resnet20": (partial(he_resnet, 20), partial(he_resnet, 56), (3, 32, 32), 100, 64),
+SIZES = {  # size: (student, teacher, input shape, classes, DAFL generator width, PruningNet size); None: not measured
+    "lenet": (lenet5_half, LeNet5, (1, 32, 32), 10, 16, "small"),
+    "resnet20": (partial(he_resnet, 20), partial(he_resnet, 56), (3, 32, 32), 100, 64, None),
+    "imagenet": (None, None, (3, 224, 224), 1000, None, "imagenet"),
 }
 SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-
-def conf(path: str):
-    return OmegaConf.load(ROOT / "conf" / path)
+LOG_EVERY = OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml").log_every_n_steps
 
 
 class BareModule(L.LightningModule):
@@ -69,13 +65,13 @@ class BareModule(L.LightningModule):
 
 def build(method: str, size: str, batch: int):
     """(module, input shape, classes) of ``method`` at ``size``."""
-    student, teacher, shape, classes, width = SIZES[size]
+    student, teacher, shape, classes, width, pruningnet = SIZES[size]
     torch.manual_seed(0)
     if method in ("supervised", "bare"):
         module = (ClassifierModule if method == "supervised" else BareModule)(student(classes, shape[0]), optimizer=SGD)
     elif method in ("kd", "cckd"):
         module = KDModule(student(classes, shape[0]), teacher(classes, shape[0]), optimizer=SGD,
-                            loss=criterion(method), heatmap_every_n_epochs=0)
+                          loss=criterion(method), heatmap_every_n_epochs=0)
     elif method == "dafl":
         generator = DAFLGenerator(latent_dim=100, image_size=shape[1], channels=shape[0], width=width)
         module = GeneratorThenStudentModule(student(classes, shape[0]), teacher(classes, shape[0]), generator,
@@ -83,7 +79,7 @@ def build(method: str, size: str, batch: int):
                                             generator_optimizer=partial(torch.optim.Adam, lr=0.02),
                                             loss=criterion("dafl"), batch_size=batch, image_every_n_epochs=0)
     elif method == "pruningnet":
-        module = PruningNetModule(build_pruningnet("mobilenetv2", "small", classes, shape[0]), optimizer=SGD)
+        module = PruningNetModule(build_pruningnet("mobilenetv2", pruningnet, classes, shape[0]), optimizer=SGD)
     else:
         raise ValueError(method)
     return module, shape, classes
@@ -145,20 +141,20 @@ class Timer(L.Callback):
 def lightning_time(method, size, steps, batch, logdir) -> float:
     module, shape, classes = build(method, size, batch)
     timer = Timer()
-    bar = instantiate(conf("callbacks/default.yaml").progress_bar)
+    bar = instantiate(OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").progress_bar)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=L.pytorch.loggers.CSVLogger(logdir),
-                        log_every_n_steps=conf("trainer/default.yaml").log_every_n_steps, callbacks=[bar, timer],
-                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
+                        log_every_n_steps=LOG_EVERY, callbacks=[bar, timer], enable_checkpointing=False,
+                        enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, batches(method, shape, classes, steps, batch))
     return timer.seconds
 
 
-def measures(method: str, size: str, batch: int, args, logdir: str) -> dict:
+def measures(method: str, size: str, batch: int, args, logdir: str, first: str) -> dict:
     """The row's baseline and candidate: the method's plain loop and its Lightning step, or with ``--baseline <m>``,
-    m's plain loop and the method's; ``plain/plain``: the baseline against itself."""
+    m's plain loop and the method's; ``plain/plain``: the baseline of the ``first`` row's method against itself."""
     plain = partial(plain_time, size=size, steps=args.steps, batch=batch)
     if method == "plain/plain":
-        base = partial(plain, "supervised" if args.baseline == "plain" else args.baseline)
+        base = partial(plain, first if args.baseline == "plain" else args.baseline)
         return {"baseline": base, "candidate": base}
     if args.baseline == "plain":
         return {"baseline": partial(plain, method), "candidate": partial(lightning_time, method, size, args.steps,
@@ -180,17 +176,19 @@ def main():
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     rows = [(size, batch, method) for size in args.sizes for batch in args.batches for method in args.methods
-            if method != "pruningnet" or size == "lenet"]
+            if SIZES[size][5 if method == "pruningnet" else 0] is not None]
+    if not rows:
+        parser.error(f"--methods {' '.join(args.methods)} are not measured at --sizes {' '.join(args.sizes)}")
+    first = rows[0][2]
     if not args.no_noise_floor:
-        rows.insert(0, (args.sizes[0], args.batches[0], "plain/plain"))
-    lines = [("Lightning (CSV logger, progress bar, log every "
-              f"{conf('trainer/default.yaml').log_every_n_steps} steps) / plain loop" if args.baseline == "plain" else
-              f"plain step / {args.baseline}'s plain step") + f", {args.steps - WARMUP} timed steps x {args.rounds} "
-             f"rounds, {args.threads} thread(s)",
+        rows.insert(0, (*rows[0][:2], "plain/plain"))
+    lines = [(f"Lightning (CSV logger, progress bar, log every {LOG_EVERY} steps) / plain loop" if args.baseline ==
+              "plain" else f"plain step / {args.baseline}'s plain step") + f", {args.steps - WARMUP} timed steps x "
+             f"{args.rounds} rounds, {args.threads} thread(s)",
              f"{'size':<9} {'batch':>5} {'method':<11} {'baseline ms/step':>16} {'ratio':>6} {'fastest':>7}  rounds"]
     with tempfile.TemporaryDirectory() as logdir:
         for size, batch, method in rows:
-            times = interleaved(measures(method, size, batch, args, logdir), args.rounds)
+            times = interleaved(measures(method, size, batch, args, logdir, first), args.rounds)
             median, fastest, each = ratios(times["candidate"], times["baseline"])
             per_step = 1e3 * statistics.median(times["baseline"]) / (args.steps - WARMUP)
             lines.append(f"{size:<9} {batch:>5} {method:<11} {per_step:>16.2f} {median:>6.3f} {fastest:>7.3f}  "

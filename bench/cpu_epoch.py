@@ -1,23 +1,23 @@
-"""How fast a CIFAR ResNet-20 trains on this CPU, end to end (data included), for today's path and the faster options,
-as ratios against today's path timed in the same run (alternating, ``--rounds`` times); and how close the step comes
-to the CPU's matmul rate (a step counted as 3 forward passes of 2 x multiply-adds).
+"""How fast a CIFAR ResNet-20 trains on this CPU, end to end (data included), option by option: data path, precision,
+memory format, torch.compile, the bare step, and the project's own ``Trainer.fit`` epoch (its images/s as
+``callbacks.TrainThroughput`` measures it); as ratios against today's path (torchvision ImageFolder, PIL per image,
+fp32) timed in the same run, ``--rounds`` times alternating; and each one's share of the CPU's matmul rate (a step
+counted as 3 forward passes of 2 x multiply-adds). Each option trains ``--steps`` SGD steps after 2 untimed ones.
 
     python bench/cpu_epoch.py --root ../shared/data/cifar10-jpeg [--steps 20] [--batch 256] [--threads 2]
-
-Each option trains ``--steps`` steps after 2 untimed ones (SGD, Nesterov, cross-entropy): today: torchvision
-ImageFolder (PIL decode and augmentation per image), fp32; decoded once (datamodules.image_folder: uint8 in memory,
-crop + flip on whole batches) in fp32, channels_last, bf16 autocast, both, both + torch.compile; the bare step on a
-fixed batch in memory; the project's own epoch, ``Trainer.fit`` of ClassifierModule on ImageFolderDataModule (bf16,
-channels_last, progress bar and logging), its images/s as ``callbacks.TrainThroughput`` measures it."""
+"""
 import argparse
 import contextlib
+import itertools
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from common import interleaved, ratios  # the repository on the import path
+from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
@@ -26,6 +26,17 @@ from netcompress.networks.cifar_resnet import he_resnet
 from netcompress.networks.flops import count_flops
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+OPTIONS = {  # option: (batches, bf16 autocast, channels_last, torch.compile); the first is the baseline
+    "today: ImageFolder + PIL per image, fp32": ("today", False, False, False),
+    "decoded once + batch augmentation, fp32": ("decoded", False, False, False),
+    "decoded once + batch augmentation, channels_last": ("decoded", False, True, False),
+    "decoded once + batch augmentation, bf16 autocast": ("decoded", True, False, False),
+    "decoded once + batch augmentation, bf16 + channels_last": ("decoded", True, True, False),
+    "decoded once, bf16 + channels_last + torch.compile": ("decoded", True, True, True),
+    "bare step, fp32 (no data loading)": ("bare", False, False, False),
+    "bare step, bf16 + channels_last": ("bare", True, True, False),
+}
+EPOCH = "Trainer.fit epoch: data, augmentation, logging (bf16 + channels_last)"
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -37,9 +48,10 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float
     return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def train_rate(batches, steps: int, bf16: bool, channels_last: bool, compile_: bool = False) -> float:
-    """Images/s of ``steps`` training steps of a fresh ResNet-20 over ``batches`` (an iterator), 2 untimed first."""
+def train_rate(source, steps: int, bf16: bool, channels_last: bool, compile_: bool) -> float:
+    """Images/s of ``steps`` training steps of a fresh ResNet-20 on the batches of ``source()``, 2 untimed first."""
     torch.manual_seed(0)
+    batches = source()
     net = he_resnet(20, 10, 3)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -98,48 +110,30 @@ def main():
 
     today = datasets.ImageFolder(str(Path(args.root) / "train"), transform=T.Compose(
         [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]))
-    today_loader = torch.utils.data.DataLoader(today, batch_size=args.batch, shuffle=True, drop_last=True)
     dm = ImageFolderDataModule(root=args.root, num_classes=10, mean=MEAN, std=STD, random_shift=4,
                                cache_dir=args.cache, batch_size=args.batch)
     dm.setup()
-    fixed = next(iter(dm.train_dataloader()))
-
-    def decoded():
-        return forever(dm.train_dataloader())
-
-    def bare():
-        return forever([fixed])
-
-    rows = [("today: ImageFolder + PIL per image, fp32", lambda: train_rate(iter(today_loader), args.steps, False,
-                                                                             False))]
-    for name, bf16, cl in (("fp32", False, False), ("channels_last", False, True), ("bf16 autocast", True, False),
-                           ("bf16 + channels_last", True, True)):
-        rows.append((f"decoded once + batch augmentation, {name}",
-                     lambda bf16=bf16, cl=cl: train_rate(decoded(), args.steps, bf16, cl)))
-    if not args.no_compile:
-        rows.append(("decoded once, bf16 + channels_last + torch.compile",
-                     lambda: train_rate(decoded(), args.steps, True, True, compile_=True)))
-    rows.append(("bare step, fp32 (no data loading)", lambda: train_rate(bare(), args.steps, False, False)))
-    rows.append(("bare step, bf16 + channels_last", lambda: train_rate(bare(), args.steps, True, True)))
-    rows.append(("Trainer.fit epoch: data, augmentation, logging (bf16 + channels_last)",
-                 lambda: lightning_rate(dm, args.steps)))
-
+    sources = {"today": partial(forever, DataLoader(today, batch_size=args.batch, shuffle=True, drop_last=True)),
+               "decoded": partial(forever, dm.train_dataloader()),
+               "bare": partial(itertools.repeat, next(iter(dm.train_dataloader())))}
+    rows = {name: partial(train_rate, sources[data], args.steps, *flags) for name, (data, *flags) in OPTIONS.items()
+            if not (flags[2] and args.no_compile)}
+    rows[EPOCH] = partial(lightning_rate, dm, args.steps)
     flops = count_flops(he_resnet(20, 10, 3), (3, 32, 32))
     fp32_peak, bf16_peak = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"{args.threads} threads, batch {args.batch}, {args.steps} timed steps; ResNet-20 {flops / 1e6:.1f}M "
           f"multiply-adds; 2048x2048 matmul: {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bf16")
-    rates = interleaved(dict(rows), args.rounds)
+    rates = interleaved(rows, args.rounds)
     print(f"| option | images/s | x today | epoch of {len(dm.train_set)} (s) | GFLOP/s | % of matmul |")
     print("|---|---|---|---|---|---|")
     results = {name: max(values) for name, values in rates.items()}
     for name, rate in results.items():
         gflops = rate * 6 * flops / 1e9
         peak = bf16_peak if "bf16" in name else fp32_peak
-        print(f"| {name} | {rate:.0f} | {ratios(rates[name], rates[rows[0][0]])[0]:.2f} | "
+        print(f"| {name} | {rate:.0f} | {ratios(rates[name], rates[next(iter(OPTIONS))])[0]:.2f} | "
               f"{len(dm.train_set) / rate:.0f} | {gflops:.0f} | {100 * gflops / peak:.0f} |")
     step = results["bare step, bf16 + channels_last"]
-    epoch = results[rows[-1][0]]
-    print(f"the project's epoch runs at {100 * epoch / step:.0f}% of the bare step's rate in the same precision")
+    print(f"the project's epoch runs at {100 * results[EPOCH] / step:.0f}% of the bare step's rate (same precision)")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ search scores candidates on (``search.data=synthetic``). No training image is re
 
 Speed: the gradients are freed between steps (Lightning's ``zero_grad(set_to_none=True)``). Zeroing them in place
 instead, as the official loop does, costs a pass over every generated weight's gradient (the PruningNets' weight
-generators are large) plus an accumulating backward (bench/bench_metapruning.py --step-ratio measures the ratio to a
-plain loop; see docs/results.md).
+generators are large) plus an accumulating backward (``python bench/bench_overhead.py --sizes imagenet --methods
+pruningnet`` measures the step against a plain loop; docs/notes/metapruning.md).
 """
 import random
 
