@@ -6,7 +6,7 @@ import statistics
 import time
 
 import torch
-from lightning.pytorch.callbacks import Callback, RichProgressBar, Timer
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 from netcompress.core import atomic_torch_save
@@ -101,22 +101,34 @@ class TrainThroughput(Callback):
             pl_module.model_stats = stats
 
 
-class ElapsedTime(Timer):
-    """Lightning's Timer without a limit: the fit's wall time so far (validation included; a resumed fit goes on from
-    its checkpoint's) logged as ``time/elapsed_s`` at the end of each validation of the fit, beside ``val/acc``: the
-    accuracy-against-time curve of a run. A resumed fit's time before the resume: ``time/before_resume_s`` in
-    ``module.model_stats`` (metrics.json)."""
+class ElapsedTime(Callback):
+    """The fit's wall time so far (validation included; a resumed fit goes on from its checkpoint's), logged as
+    ``time/elapsed_s`` at the end of each validation of the fit, beside ``val/acc``: the accuracy-against-time curve
+    of a run. A resumed fit's time before the resume: ``time/before_resume_s`` in ``module.model_stats``
+    (metrics.json). Not Lightning's Timer: a Timer among the callbacks makes the Trainer ignore ``max_time``."""
 
     def __init__(self):
-        super().__init__(duration=None, verbose=False)
+        self.before, self._start = 0.0, None
+
+    def elapsed(self) -> float:
+        return self.before + (time.monotonic() - self._start if self._start is not None else 0.0)
+
+    def on_train_start(self, trainer, pl_module):
+        self._start = time.monotonic()
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and trainer.state.fn == "fit":
-            pl_module.log("time/elapsed_s", self.time_elapsed("train"), reduce_fx="max", sync_dist=True)
+            pl_module.log("time/elapsed_s", self.elapsed(), reduce_fx="max", sync_dist=True)
 
     def on_fit_end(self, trainer, pl_module):
-        if self._offset:   # a resumed fit: the time before the resume, for a record of the whole run's cost
-            pl_module.model_stats = {**getattr(pl_module, "model_stats", {}), "time/before_resume_s": self._offset}
+        if self.before:   # a resumed fit: the time before the resume, for a record of the whole run's cost
+            pl_module.model_stats = {**getattr(pl_module, "model_stats", {}), "time/before_resume_s": self.before}
+
+    def state_dict(self) -> dict:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = state_dict["elapsed_s"]
 
 
 class RanksInSync(Callback):
