@@ -80,8 +80,6 @@ class CSVLogger(loggers.CSVLogger):
 def logged_values(path: Path, key: str) -> list[float]:
     """A metric of a metrics.csv, in step order: of rows logged twice for one step (a step redone after a resume),
     the later."""
-    rows = {}
-    for row in csv.DictReader(open(path, newline="")):
-        if row.get(key):
-            rows[int(row["step"])] = float(row[key])
+    with open(path, newline="") as f:
+        rows = {int(row["step"]): float(row[key]) for row in csv.DictReader(f) if row.get(key)}
     return [rows[step] for step in sorted(rows)]
