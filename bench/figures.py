@@ -42,7 +42,7 @@ def deploy(records: dict, keys: list[str], colours: tuple = ("black", "tab:red",
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=100, sharey=True)
     for key, colour in zip(keys, (*colours, *plt.cm.tab10.colors), strict=False):
         metrics = [r["metrics"] for r in records.get(key, [])]
-        for ax, (header, metric) in zip(axes, DEPLOY, strict=True):
+        for ax, (_, metric) in zip(axes, DEPLOY, strict=True):
             points = {}
             for precision, marker, latency in (("fp32", "o", "onnxruntime"), ("int8", "^", "int8")):
                 found = [m for m in metrics if f"export/test_acc_{precision}" in m]
@@ -55,8 +55,10 @@ def deploy(records: dict, keys: list[str], colours: tuple = ("black", "tab:red",
             if len(points) == 2:
                 ax.annotate("", xy=points["int8"], xytext=points["fp32"],
                             arrowprops={"arrowstyle": "->", "color": colour, "alpha": 0.6})
-            ax.set(xscale="log", xlabel=header if header == "size MB" else
-                   f"onnxruntime latency, {header} ({threads_of(records)} thread(s))")
+    threads = threads_of(records)
+    for ax, (header, _) in zip(axes, DEPLOY, strict=True):
+        ax.set(xscale="log", xlabel=header if header == "size MB" else f"onnxruntime latency, {header} ({threads} "
+               "thread(s))")
     axes[0].set_ylabel("test top-1 (%)")
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()

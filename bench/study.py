@@ -254,10 +254,15 @@ def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
     return AGGREGATES[column.get("agg", "mean_sd")](values, column.get("scale", 1), column.get("digits", 2))
 
 
+def table_spec(study: Study) -> dict:
+    """The study's ``table`` (a bare list: its columns), with ``stages`` filled in (default: all)."""
+    spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {"columns": study.spec["table"]}
+    return {"stages": list(study.spec["stages"]), **spec}
+
+
 def table_keys(study: Study) -> list[str]:
-    """The ``stage/label`` of each row of the table: the rows of its stages (default: all)."""
-    spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {}
-    return [k for k in study.rows if k.split("/", 1)[0] in spec.get("stages", list(study.spec["stages"]))]
+    """The ``stage/label`` of each row of the table: the rows of its stages."""
+    return [k for k in study.rows if k.split("/", 1)[0] in table_spec(study)["stages"]]
 
 
 def draw(study: Study) -> Path | None:
@@ -276,8 +281,8 @@ def draw(study: Study) -> Path | None:
 def table(study: Study) -> str:
     """The section's text: the table (one row per row label of the table's stages), the regenerate line with the
     records' CPU hours, and a footnote naming the runs without a record."""
-    spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {"columns": study.spec["table"]}
-    columns, stages = spec["columns"], spec.get("stages", list(study.spec["stages"]))
+    spec = table_spec(study)
+    columns, stages = spec["columns"], spec["stages"]
     records, keys = load_records(study), table_keys(study)
     lines = [f"| {spec.get('label', 'row')} | " + " | ".join(c["header"] for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
