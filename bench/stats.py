@@ -58,19 +58,22 @@ def above_line(records: dict, key: str, uniform: list[str], metric: str = "test/
     return pm(gaps, scale, digits) if gaps else "–"
 
 
-def rank_agreement(records: dict, key: str, pairs: dict[str, str], metric: str = "test/acc") -> str:
-    """Spearman's correlation between the scores an earlier run gave and the rows' ``metric``, pooled over seeds and
-    the rows of ``pairs`` (``row stage/label: <scoring stage/label>:<its metric>``); written in the first row."""
-    if key != next(iter(pairs)):
+def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str = "model/search_score",
+                   metric: str = "test/acc", within: list[str] = ()) -> str:
+    """Spearman's correlation between the score the search gave each network of ``stage`` (its record's ``score``)
+    and its ``metric``, pooled over the stage's rows and seeds, then among the rows whose label holds each of
+    ``within`` (a budget); written in the stage's first row with records."""
+    rows = [k for k in records if k.split("/", 1)[0] == stage]
+    if key != next(iter(rows), None):
         return ""
-    x, y = [], []
-    for row, source in pairs.items():
-        scorer, score = source.rsplit(":", 1)
-        for seed, record in by_seed(records, row).items():
-            if (s := by_seed(records, scorer).get(seed)) and score in s["metrics"]:
-                x.append(s["metrics"][score])
-                y.append(record["metrics"][metric])
-    return f"{spearman(x, y):+.2f} ({len(x)} networks)" if len(x) > 2 else "–"
+
+    def rho(part: str = "") -> str:
+        pairs = [(r["metrics"][score], r["metrics"][metric]) for k in rows if part in k.split("/", 1)[1]
+                 for r in records[k] if score in r["metrics"]]
+        return f"{spearman(*zip(*pairs, strict=True)):+.2f}" if len(pairs) > 2 else "–"
+
+    n = sum(score in r["metrics"] for k in rows for r in records[k])
+    return f"{rho()} ({n} networks)" + "".join(f"; {part}: {rho(part)}" for part in within)
 
 
 def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2) -> str:

@@ -255,8 +255,11 @@ def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
 
 
 def table_spec(study: Study) -> dict:
-    """The study's ``table`` (a bare list: its columns), with ``stages`` filled in (default: all)."""
-    spec = study.spec["table"] if isinstance(study.spec["table"], dict) else {"columns": study.spec["table"]}
+    """The study's ``table`` (a bare list: its columns; a name: that study's table), with ``stages`` filled in
+    (default: all)."""
+    spec = study.spec["table"]
+    spec = Study(spec, root=study.root).spec["table"] if isinstance(spec, str) else spec
+    spec = spec if isinstance(spec, dict) else {"columns": spec}
     return {"stages": list(study.spec["stages"]), **spec}
 
 

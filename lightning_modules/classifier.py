@@ -159,6 +159,8 @@ class ClassifierModule(L.LightningModule):
         if dm is None or not hasattr(dm, "input_shape"):
             return
         stats = {"model/params": count_params(self.net), "model/flops": count_flops(self.net, dm.input_shape)}
+        if getattr(self.net, "search_score", None) is not None:   # a searched network: the score the search gave it
+            stats["model/search_score"] = self.net.search_score
         self.model_stats = stats   # run.py writes them to metrics.json
         rank_zero_info(f"[model] {type(self.net).__name__}: {stats['model/params']:,} parameters, "
                        f"{stats['model/flops'] / 1e6:.2f}M FLOPs (multiply-adds) at input {dm.input_shape}")

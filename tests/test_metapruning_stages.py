@@ -50,14 +50,14 @@ def test_three_digits_stages_end_to_end(tmp_path, caplog):
     for pick, entry in (("best", top["top"][0]), ("uniform", top["uniform"]), (1, top["top"][1]),
                         ("random", top["random"][0]), ("random1", top["random"][1])):
         narrow = build_pruned(str(search_dir / "top_encodings.yaml"), pick=pick)
-        assert narrow.encoding == entry["encoding"]
+        assert narrow.encoding == entry["encoding"] and narrow.search_score == entry["val_acc"]
         assert count_flops(narrow, (1, 32, 32)) == entry["flops"]
 
     # stage 3 as the search printed it: the retraining recipe, not the default method (CCKD)
     retrain = shlex.split(hint)[2:]
     assert retrain == ["experiment=metapruning_digits_retrain", f"model.encoding={search_dir / 'top_encodings.yaml'}"]
     metrics = run_config([*retrain, *TINY_TRAIN], retrain_dir)
-    assert 0 <= metrics["test/acc"] <= 1
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["model/search_score"] == top["top"][0]["val_acc"]
     logged = [r for r in csv.DictReader(open(retrain_dir / "csv" / "metrics.csv")) if r.get("model/flops")]
     assert int(float(logged[0]["model/flops"])) == top["top"][0]["flops"]
 

@@ -228,7 +228,7 @@ def test_every_study_plans_its_runs_and_names_its_columns():
             assert all(order[need] < order[run] for need in s.needs(*run)), (path.name, run)
             if "${metric:" not in str(s.rows[run[0]]["overrides"]):
                 assert "${" not in " ".join(s.arguments(*run)), (path.name, run)
-        columns = s.spec["table"]["columns"]
+        columns = study.table_spec(s)["columns"]
         assert all(hasattr(stats, c["stat"]) if "stat" in c else c.get("agg", "mean_sd") in study.AGGREGATES
                    for c in columns), path.name
         assert f"<!-- study:{s.section}:start -->" in s.doc.read_text(), path.name
@@ -253,17 +253,20 @@ def rec(seed, acc, **metrics):
 
 
 def test_study_stats_on_records_by_hand():
-    records = {"r/best": [rec(0, 0.47, **{"model/flops": 160}), rec(1, 0.40, **{"model/flops": 100})],
-               "r/u1": [rec(0, 0.40, **{"model/flops": 100}), rec(1, 0.40, **{"model/flops": 100})],
-               "r/u2": [rec(0, 0.50, **{"model/flops": 200}), rec(1, 0.50, **{"model/flops": 200})],
-               "s/search": [rec(0, 0, a=0.3, b=0.2), rec(1, 0, a=0.35, b=0.25)]}
+    score = "model/search_score"
+    records = {"r/best": [rec(0, 0.47, **{"model/flops": 160, score: 0.3}),
+                          rec(1, 0.40, **{"model/flops": 100, score: 0.35})],
+               "r/u1": [rec(0, 0.40, **{"model/flops": 100, score: 0.2}),
+                        rec(1, 0.40, **{"model/flops": 100, score: 0.25})],
+               "r/u2": [rec(0, 0.50, **{"model/flops": 200}), rec(1, 0.50, **{"model/flops": 200})]}
     # seed 0: 47 - 46 = +1; seed 1: on the uniform network itself, 0: mean 0.5, sd 0.71
     assert stats.above_line(records, "r/best", ["r/u1", "r/u2"]) == "0.50 ± 0.71"
     # scores 0.3 0.35 (best), 0.2 0.25 (u1) -> ranks 3 4 1 2; tests 0.47 0.40 0.40 0.40 -> ranks 4 2 2 2;
     # deviations from 2.5: 0.5 1.5 -1.5 -0.5 and 1.5 -0.5 -0.5 -0.5: covariance 1, squares 5 and 3: 1 / sqrt(15)
-    pairs = {"r/best": "s/search:a", "r/u1": "s/search:b"}
-    assert stats.rank_agreement(records, "r/best", pairs) == "+0.26 (4 networks)"
-    assert stats.rank_agreement(records, "r/u1", pairs) == ""
+    assert stats.rank_agreement(records, "r/best", "r") == "+0.26 (4 networks)"   # u2 has no score: left out
+    # within the rows labelled u*: only u1's two networks have a score, too few for a rank correlation
+    assert stats.rank_agreement(records, "r/best", "r", within=["u"]) == "+0.26 (4 networks); u: –"
+    assert stats.rank_agreement(records, "r/u1", "r") == ""
     # per seed: 47 - 40 = +7 and 40 - 40 = 0: mean 3.5, sd 4.95; against one seed only, the difference of the means
     assert stats.minus(records, "r/best", "r/u1") == "+3.50 ± 4.95" and stats.minus(records, "r/u1", "r/u1") == ""
     assert stats.minus({**records, "r/one": [rec(0, 0.30)]}, "r/best", "r/one") == "+13.50"

@@ -74,7 +74,8 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
     ``uniform`` baseline and ``random`` encodings of the same budget) or a hand-written one (``arch``, ``size``,
     ``encoding``). ``pick`` selects ``best`` (= 0), an index into ``top``, ``uniform``, or ``random`` /
     ``random<i>`` (the i-th random encoding of the budget, unselected by the search).
-    ``num_classes``/``in_channels`` override the saved ones.
+    ``num_classes``/``in_channels`` override the saved ones. The network's ``search_score`` is the held-out score
+    the search gave the picked encoding (None for a hand-written one).
     """
     spec = load_encoding_file(encoding)
     arch = spec.get("arch")
@@ -83,23 +84,25 @@ def build_pruned(encoding: str, pick="best", num_classes: int | None = None, in_
     if arch not in ARCHS:
         raise ConfigError(f"model.encoding={encoding}: 'arch' must be one of {sorted(ARCHS)}, got {arch!r}.")
     if "encoding" in spec:
-        genes = spec["encoding"]
+        picked = spec
     elif pick == "uniform":
-        genes = spec["uniform"]["encoding"]
+        picked = spec["uniform"]
     elif str(pick).startswith("random"):
         index = int(str(pick)[6:] or 0)
         if not 0 <= index < len(spec.get("random", [])):
             raise ConfigError(f"model.pick={pick}: {encoding} holds {len(spec.get('random', []))} random encodings; "
                               f"pick random (= random0) .. random{len(spec.get('random', [])) - 1}.")
-        genes = spec["random"][index]["encoding"]
+        picked = spec["random"][index]
     else:
         index = 0 if pick == "best" else int(pick)
         if not 0 <= index < len(spec.get("top", [])):
             raise ConfigError(f"model.pick={pick}: {encoding} holds {len(spec.get('top', []))} encodings; pick "
                               f"'best', 'uniform' or an index below that.")
-        genes = spec["top"][index]["encoding"]
+        picked = spec["top"][index]
     kwargs.update({k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None})
-    return narrow_network(arch, kwargs, genes, **options)
+    net = narrow_network(arch, kwargs, picked["encoding"], **options)
+    net.search_score = picked.get("val_acc")
+    return net
 
 
 __all__ = ["RATIOS", "NUM_CHOICES", "MAX_CHOICE", "width", "PruningNet", "ARCHS", "build_pruningnet",
