@@ -298,10 +298,8 @@ def table(study: Study) -> str:
         if not study.record_path(k, s).is_file():
             missing.setdefault(k, []).append(str(s))
     cpu_h = sum(r["cpu_h"] for rs in records.values() for r in rs)
-    sets = "".join(f" --set {k}={v}" for k, v in (study.spec.get("vars") or {}).items())
-    text = (f"Regenerate: `python bench/study.py {study.name}`" + (f" (defaults:{sets})" if sets else "")
-            + f"; records in docs/records/{study.name}/, {len(planned) - sum(map(len, missing.values()))} of "
-            f"{len(planned)} runs, {cpu_h:.2f} CPU hours.")
+    text = (f"Regenerate: `python bench/study.py {study.name}`; records in docs/records/{study.name}/, "
+            f"{len(planned) - sum(map(len, missing.values()))} of {len(planned)} runs, {cpu_h:.2f} CPU hours.")
     if not any(records.values()):
         return f"No records yet. {text}"
     note = ("\n\nNo record yet for: " + "; ".join(f"{k} (seed {', '.join(s)})" for k, s in missing.items()) + "."
