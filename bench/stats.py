@@ -76,16 +76,21 @@ def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str =
     return f"{rho()} ({n} networks)" + "".join(f"; {part}: {rho(part)}" for part in within)
 
 
-def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2) -> str:
-    """The row's ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage): per seed when
-    both ran the same seeds (``mean ± sd`` of the seeds' differences), else the difference of their means."""
+def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2,
+          rows: list[str] | None = None) -> str:
+    """The row's ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage), in the table's
+    ``rows`` only (``stage/label``s; default: all): per seed over the seeds both ran, when they share all or at least
+    two (``mean ± sd`` of the seeds' differences), else the difference of their means."""
+    if rows is not None and key not in rows:
+        return ""
     base = base if base in records or "/" in base else f"{key.split('/', 1)[0]}/{base}"
     mine, theirs = by_seed(records, key), by_seed(records, base)
     if not mine or not theirs or key == base:
         return "–" if key != base else ""
-    if mine.keys() == theirs.keys():
-        mean, sd = mean_sd([scale * (mine[s]["metrics"][metric] - theirs[s]["metrics"][metric]) for s in mine])
-        return f"{mean:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(mine) > 1 else "")
+    shared = sorted(mine.keys() & theirs.keys())
+    if len(shared) > 1 or mine.keys() == theirs.keys():
+        mean, sd = mean_sd([scale * (mine[s]["metrics"][metric] - theirs[s]["metrics"][metric]) for s in shared])
+        return f"{mean:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(shared) > 1 else "")
     means = [mean_sd(r["metrics"][metric] for r in side.values())[0] for side in (mine, theirs)]
     return f"{scale * (means[0] - means[1]):+.{digits}f}"
 

@@ -270,6 +270,10 @@ def test_study_stats_on_records_by_hand():
     # per seed: 47 - 40 = +7 and 40 - 40 = 0: mean 3.5, sd 4.95; against one seed only, the difference of the means
     assert stats.minus(records, "r/best", "r/u1") == "+3.50 ± 4.95" and stats.minus(records, "r/u1", "r/u1") == ""
     assert stats.minus({**records, "r/one": [rec(0, 0.30)]}, "r/best", "r/one") == "+13.50"
+    # over the two seeds both ran (u2 adds seed 2): 40 - 50 twice; a row outside ``rows``: blank
+    u2 = [*records["r/u2"], rec(2, 0.90)]
+    assert stats.minus({**records, "r/u2": u2}, "r/u1", "r/u2") == "-10.00 ± 0.00"
+    assert stats.minus(records, "r/u1", "r/u2", rows=["r/best"]) == ""
     dafl = {"d/x": [rec(0, 0.9, **{"train/diversity_epoch": 0.01, "collapse_threshold": 0.05}),
                     rec(1, 0.9, **{"train/diversity_epoch": 0.2, "collapse_threshold": 0.05})]}
     assert stats.collapsed(dafl, "d/x") == "0" and stats.collapsed(records, "r/u1") == "–"
