@@ -16,9 +16,13 @@ def threads_of(records: dict) -> str:
 
 
 def accuracy_against_time(records: dict, keys: list[str], x: str = "val_time_curve", y: str = "val_acc_curve",
-                          ylabel: str = "test top-1 (%)", scale: float = 100):
-    """One line per seed of each row: the per-validation ``y`` against ``x``, the fit's wall time then (minutes)."""
+                          ylabel: str = "test top-1 (%)", scale: float = 100, reference: str | None = None):
+    """One line per seed of each row: the per-validation ``y`` against ``x``, the fit's wall time then (minutes);
+    ``reference``: a metric drawn as a dashed level (its mean over the records that have it; e.g. the teacher's)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    levels = [r["metrics"][reference] for rs in records.values() for r in rs if reference in r["metrics"]]
+    if levels:
+        ax.axhline(scale * statistics.mean(levels), color="gray", linestyle="--", label=reference)
     for key, colour in zip(keys, plt.cm.tab10.colors, strict=False):
         curves = [(r["metrics"][x], r["metrics"][y]) for r in records.get(key, [])
                   if len(r["metrics"].get(x) or []) == len(r["metrics"].get(y) or []) > 0]

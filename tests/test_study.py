@@ -95,6 +95,9 @@ def test_a_figure_is_drawn_from_the_records_with_the_curves_they_hold(tiny):
     assert [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines] == [
         ([0.5, 1.5], [50.0, 80.0]), ([1.0, 2.0], [20.0, 30.0])]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["KD (1 seeds)", "by labels (1 seeds)"]
+    records["fit/KD"][0]["metrics"]["teacher"] = 0.9   # a reference level: one dashed line at its mean, 90%
+    (ax,) = figures.accuracy_against_time(records, ["fit/KD"], reference="teacher").axes
+    assert [list(line.get_ydata()) for line in ax.lines if line.get_linestyle() == "--"] == [[90.0, 90.0]]
 
 
 def test_a_resumed_fit_records_the_time_before_its_resume_too(tiny, monkeypatch):
