@@ -67,13 +67,15 @@ def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str =
     if key != next(iter(rows), None):
         return ""
 
-    def rho(part: str = "") -> str:
-        pairs = [(r["metrics"][score], r["metrics"][metric]) for k in rows if part in k.split("/", 1)[1]
-                 for r in records[k] if score in r["metrics"]]
-        return f"{spearman(*zip(*pairs, strict=True)):+.2f}" if len(pairs) > 2 else "–"
+    def pairs(part: str = "") -> list[tuple[float, float]]:
+        return [(r["metrics"][score], r["metrics"][metric]) for k in rows if part in k.split("/", 1)[1]
+                for r in records[k] if score in r["metrics"]]
 
-    n = sum(score in r["metrics"] for k in rows for r in records[k])
-    return f"{rho()} ({n} networks)" + "".join(f"; {part}: {rho(part)}" for part in within)
+    def rho(found: list) -> str:
+        return f"{spearman(*zip(*found, strict=True)):+.2f}" if len(found) > 2 else "–"
+
+    pooled = pairs()
+    return f"{rho(pooled)} ({len(pooled)} networks)" + "".join(f"; {part}: {rho(pairs(part))}" for part in within)
 
 
 def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2,
