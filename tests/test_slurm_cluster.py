@@ -86,6 +86,14 @@ def job_field(job: str, field: str) -> str:
     return match.group(1) if match else ""
 
 
+def final_state(job: str, wait_s: float = 120) -> str:
+    """The job's state once it has ended: submitit reads the result before SLURM has run the job's epilog."""
+    deadline = time.monotonic() + wait_s
+    while (state := job_field(job, "JobState")) in ("RUNNING", "COMPLETING") and time.monotonic() < deadline:
+        time.sleep(1)
+    return state
+
+
 def release_held(job: str, *settings: str) -> None:
     """A requeued job waits two minutes (BeginTime): let it start now (with these ``scontrol update`` settings)."""
     if job_field(job, "JobState") == "PENDING" and job_field(job, "Reason") == "BeginTime":
@@ -152,7 +160,7 @@ def test_sweep_runs_every_job_in_its_own_folder(tmp_path):
         assert record["command"] == f"python run.py seed={seed} debug=tiny"   # its own values, as typed
         assert 0 <= record["metrics"]["test/acc"] <= 1 and (job / "checkpoints" / "last.ckpt").is_file()
     jobs = job_ids(proc.run_dirs[0].parent)
-    assert len(jobs) == 2 and all(job_field(j, "JobState") == "COMPLETED" for j in jobs)   # SLURM ran both
+    assert len(jobs) == 2 and all(final_state(j) == "COMPLETED" for j in jobs)   # SLURM ran both
     assert "WARNING" not in out and "sacct error" not in out, out   # submitit's polling is quiet
     assert "job states from squeue" in out   # and says why (this cluster keeps no accounting)
 
