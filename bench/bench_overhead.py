@@ -6,10 +6,13 @@ networks, loss code, optimizers, batches); with ``--baseline <method>``, each me
                                    [--steps 100] [--rounds 5] [--threads 1]
     python bench/bench_overhead.py --baseline kd --methods cckd --batches 64 256 1024 [--sizes resnet20]
     python bench/bench_overhead.py --sizes imagenet --methods pruningnet --batches 4 --steps 9 --rounds 3
+    python bench/bench_overhead.py --baseline fixed --methods pruningnet [--sizes lenet imagenet]
 
 Sizes: ``lenet`` (LeNet-5 -> LeNet-5-half, 1x32x32; the 32x32 MobileNetV2 PruningNet), ``resnet20`` (ResNet-56 ->
 ResNet-20, 3x32x32, 100 classes), ``imagenet`` (the 224x224 MobileNetV2 PruningNet alone). Goals: Lightning / plain
-<= 1.10 at LeNet size, <= 1.05 at ResNet-20 size, <= 1.0 for the ImageNet PruningNet; CCKD / KD <= 1.10 at batch 256.
+<= 1.10 at LeNet size, <= 1.05 at ResNet-20 size, <= 1.0 for the ImageNet PruningNet; CCKD / KD <= 1.10 at batch 256;
+PruningNet / fixed <= 1.5 (``fixed``: the PruningNet's full-width network with ordinary convolutions; against it the
+PruningNet runs at full width too, its weights generated every step).
 A round times the steps after the first 5. Printed: the median of the rounds' ratios, the fastest rounds' ratio and
 every round's; ``plain/plain`` times the first row's plain loop against itself (the resolution of the others);
 ``bare`` is the supervised step in a LightningModule with nothing of ours (Lightning's own cost).
@@ -78,8 +81,10 @@ def build(method: str, size: str, batch: int):
                                             optimizer=partial(torch.optim.Adam, lr=2e-3),
                                             generator_optimizer=partial(torch.optim.Adam, lr=0.02),
                                             loss=criterion("dafl"), batch_size=batch, image_every_n_epochs=0)
-    elif method == "pruningnet":
-        module = PruningNetModule(build_pruningnet("mobilenetv2", pruningnet, classes, shape[0]), optimizer=SGD)
+    elif method in ("pruningnet", "fixed"):
+        net = build_pruningnet("mobilenetv2", pruningnet, classes, shape[0])
+        module = (PruningNetModule(net, optimizer=SGD) if method == "pruningnet"
+                  else ClassifierModule(net.narrow(net.full_encoding()), optimizer=SGD))
     else:
         raise ValueError(method)
     return module, shape, classes
@@ -94,8 +99,9 @@ def batches(method, shape, classes, steps, batch):
     return DataLoader(data, batch_size=batch)
 
 
-def plain_step(method, module, optimizers, batch, step):
-    """One training step, as a plain loop writes it, with the module's networks and loss code."""
+def plain_step(method, module, optimizers, batch, step, full_width=False):
+    """One training step, as a plain loop writes it, with the module's networks and loss code (the PruningNet at a
+    sampled encoding, or at ``full_width``)."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     if method == "dafl":
@@ -104,7 +110,7 @@ def plain_step(method, module, optimizers, batch, step):
         loss = module.losses(*batch)["loss"]
     else:
         if method == "pruningnet":
-            module.net.set_encoding(module.sample_encoding(step))
+            module.net.set_encoding(module.net.full_encoding() if full_width else module.sample_encoding(step))
         x, y = batch
         loss = F.cross_entropy(module.net(x), y)
     loss.backward()
@@ -112,7 +118,7 @@ def plain_step(method, module, optimizers, batch, step):
         opt.step()
 
 
-def plain_time(method, size, steps, batch) -> float:
+def plain_time(method, size, steps, batch, full_width=False) -> float:
     module, shape, classes = build(method, size, batch)
     module.noise_seed = 0   # DAFL: what Lightning resolves at fit start
     configured = module.configure_optimizers()
@@ -123,7 +129,7 @@ def plain_time(method, size, steps, batch) -> float:
     for step, data in enumerate(batches(method, shape, classes, steps, batch)):
         if step == WARMUP:
             start = time.perf_counter()
-        plain_step(method, module, optimizers, data, step)
+        plain_step(method, module, optimizers, data, step, full_width)
     return time.perf_counter() - start
 
 
@@ -159,7 +165,8 @@ def measures(method: str, size: str, batch: int, args, logdir: str, first: str) 
     if args.baseline == "plain":
         return {"baseline": partial(plain, method), "candidate": partial(lightning_time, method, size, args.steps,
                                                                          batch, logdir)}
-    return {"baseline": partial(plain, args.baseline), "candidate": partial(plain, method)}
+    return {"baseline": partial(plain, args.baseline), "candidate": partial(plain, method,
+                                                                          full_width=args.baseline == "fixed")}
 
 
 def main():
@@ -176,7 +183,7 @@ def main():
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     rows = [(size, batch, method) for size in args.sizes for batch in args.batches for method in args.methods
-            if SIZES[size][5 if method == "pruningnet" else 0] is not None]
+            if SIZES[size][5 if method in ("pruningnet", "fixed") else 0] is not None]
     if not rows:
         parser.error(f"--methods {' '.join(args.methods)} are not measured at --sizes {' '.join(args.sizes)}")
     first = rows[0][2]

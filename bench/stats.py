@@ -6,6 +6,8 @@ seed), ``key`` is the table row's ``stage/label``; it returns the cell's text.
 """
 import statistics
 
+from scipy.stats import spearmanr
+
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1; 0 for a single value)."""
@@ -17,20 +19,6 @@ def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     """``mean ± sd`` of ``values`` times ``scale`` (the value alone for one seed)."""
     mean, sd = mean_sd([scale * v for v in values])
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank: those below, plus the middle of the tied places."""
-    return [sum(w < v for w in values) + (sum(w == v for w in values) + 1) / 2 for v in values]
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the ranks (ties averaged); nan when one side is flat."""
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / norm if norm else float("nan")
 
 
 def line_at(points: list[tuple[float, float]], x: float) -> float:
@@ -71,8 +59,9 @@ def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str =
         return [(r["metrics"][score], r["metrics"][metric]) for k in rows if part in k.split("/", 1)[1]
                 for r in records[k] if score in r["metrics"]]
 
-    def rho(found: list) -> str:
-        return f"{spearman(*zip(*found, strict=True)):+.2f}" if len(found) > 2 else "–"
+    def rho(found: list) -> str:   # Spearman's rank correlation, ties ranked by their average rank
+        x, y = zip(*found, strict=True) if found else ((), ())
+        return f"{spearmanr(x, y).statistic:+.2f}" if len(found) > 2 and len(set(x)) > 1 < len(set(y)) else "–"
 
     pooled = pairs()
     return f"{rho(pooled)} ({len(pooled)} networks)" + "".join(f"; {part}: {rho(pairs(part))}" for part in within)

@@ -119,11 +119,6 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def same_arguments(command: str, args: list[str]) -> bool:
-    """Whether a metrics.json's ``command`` ran ``args`` (display flags aside)."""
-    return [w for w in shlex.split(command)[2:] if not w.startswith("callbacks.")] == args
-
-
 def output_values(folder: Path, outputs: dict) -> dict:
     """The study's ``outputs`` read from a run folder's files: ``name: <glob>:<dotted key>`` of a YAML/JSON file,
     or ``<glob>:<column>`` of a CSV log (its values in step order)."""
@@ -186,7 +181,7 @@ def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) 
     if path.is_file() and (old := read_json(path))["overrides"] == args and same_reads(old.get("reads")):
         return "recorded"
     done, fresh = folder / "metrics.json", same_reads(read_json(kept) if kept.is_file() else None)
-    cached = fresh and done.is_file() and same_arguments(read_json(done)["command"], args)
+    cached = fresh and done.is_file() and typed(folder) == args
     if not cached:
         if folder.is_dir() and (not fresh or typed(folder) != args):
             shutil.rmtree(folder)   # another run's folder: its checkpoint must not be resumed
@@ -240,15 +235,12 @@ def load_records(study: Study) -> dict[str, list[dict]]:
     return found
 
 
-def value(record: dict, metric: str):
-    return record["metrics"].get(metric, record.get(metric))
-
-
 def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
     if "stat" in column:
         params = {k: v for k, v in column.items() if k not in ("header", "stat")}
         return getattr(stats, column["stat"])(records, key, **params)
-    values = [v for r in records.get(key, []) if (v := value(r, column["metric"])) is not None]
+    values = [v for r in records.get(key, []) if (v := r["metrics"].get(column["metric"], r.get(column["metric"])))
+              is not None]
     if not values:
         return "–"
     return AGGREGATES[column.get("agg", "mean_sd")](values, column.get("scale", 1), column.get("digits", 2))
@@ -292,11 +284,9 @@ def table(study: Study) -> str:
     for key in keys:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
-    planned = study.runs()
-    missing = {}
-    for k, s in planned:
-        if not study.record_path(k, s).is_file():
-            missing.setdefault(k, []).append(str(s))
+    planned, missing = study.runs(), {}
+    for k, s in (run for run in study.runs() if not study.record_path(*run).is_file()):
+        missing.setdefault(k, []).append(str(s))
     cpu_h = sum(r["cpu_h"] for rs in records.values() for r in rs)
     text = (f"Regenerate: `python bench/study.py {study.name}`; records in docs/records/{study.name}/, "
             f"{len(planned) - sum(map(len, missing.values()))} of {len(planned)} runs, {cpu_h:.2f} CPU hours.")

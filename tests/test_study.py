@@ -2,7 +2,6 @@
 in-process with ``execute`` replaced by a stand-in that writes the metrics.json a run would; one test (and the slow
 ones) start real ``python run.py`` processes."""
 import json
-import math
 import shlex
 import shutil
 import subprocess
@@ -238,13 +237,6 @@ def test_every_study_plans_its_runs_and_names_its_columns():
 
 
 def test_stats_by_hand():
-    assert stats.ranks([0.3, 0.1, 0.3, 0.2]) == [3.5, 1.0, 3.5, 2.0]
-    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    # ranks x 1 2 3 4, y 2 1 4 3: d^2 = 1 + 1 + 1 + 1 = 4, rho = 1 - 6 * 4 / (4 * 15) = 0.6
-    assert stats.spearman([1, 2, 3, 4], [0.2, 0.1, 0.4, 0.3]) == pytest.approx(0.6)
-    # with a tie: ranks x 1 2 3, y 1.5 1.5 3: Pearson of the ranks = 1.5 / sqrt(2 * 1.5) = 0.8660
-    assert stats.spearman([1, 2, 3], [5, 5, 7]) == pytest.approx(math.sqrt(3) / 2)
-    assert math.isnan(stats.spearman([1, 2, 3], [5, 5, 5]))
     assert stats.pm([0.5, 0.6]) == "55.00 ± 7.07" and stats.pm([0.5]) == "50.00"   # one seed: no spread
     # the line through (100, 40) and (200, 50) is 46 at 160; outside, along the nearest two points
     assert stats.line_at([(200, 50), (100, 40), (400, 60)], 160) == pytest.approx(46)
@@ -270,6 +262,8 @@ def test_study_stats_on_records_by_hand():
     # within the rows labelled u*: only u1's two networks have a score, too few for a rank correlation
     assert stats.rank_agreement(records, "r/best", "r", within=["u"]) == "+0.26 (4 networks); u: –"
     assert stats.rank_agreement(records, "r/u1", "r") == ""
+    flat = {"r/a": [rec(s, 0.4, **{score: 0.1 * s}) for s in range(3)]}   # one test top-1 for all: no ranking
+    assert stats.rank_agreement(flat, "r/a", "r") == "– (3 networks)"
     # per seed: 47 - 40 = +7 and 40 - 40 = 0: mean 3.5, sd 4.95; against one seed only, the difference of the means
     assert stats.minus(records, "r/best", "r/u1") == "+3.50 ± 4.95" and stats.minus(records, "r/u1", "r/u1") == ""
     assert stats.minus({**records, "r/one": [rec(0, 0.30)]}, "r/best", "r/one") == "+13.50"

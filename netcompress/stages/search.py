@@ -240,7 +240,8 @@ def run_search(cfg: DictConfig) -> dict[str, float]:
                       **({"latency_ms": uniform_latency} if uniform_latency is not None else {})}
     best = ranked[0]
     metrics = {"search/best_acc": best["acc"], "search/best_flops": best["flops"], "search/best_params": best["params"],
-               "search/uniform_acc": uniform_record["acc"], "search/uniform_flops": uniform_flops}
+               "search/uniform_acc": uniform_record["acc"], "search/uniform_flops": uniform_flops,
+               "search/evaluated": len(evolution.evaluated)}
     if fabric.global_rank == 0:
         top = {"arch": net.arch, "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in net.arch_kwargs.items()},

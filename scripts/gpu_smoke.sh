@@ -3,11 +3,11 @@
 # bf16-mixed) and prints its median step time and peak CUDA memory (netcompress.callbacks.StepStats), then the
 # MetaPruning search runs two tiny generations on the GPU. Everything on the embedded digits set: nothing to download.
 #
-#   bash bench/gpu_smoke.sh                      # ~2-3 minutes on one GPU
-#   STEPS=50 bash bench/gpu_smoke.sh             # more steps per method
-#   OPTIONS="+callbacks.compile._target_=netcompress.callbacks.CompileNet" bash bench/gpu_smoke.sh
-#   OPTIONS="+callbacks.channels_last._target_=netcompress.callbacks.ChannelsLast" bash bench/gpu_smoke.sh
-#   TRAINER=cpu STEPS=3 bash bench/gpu_smoke.sh  # the same script on a CPU (checks the script, not the GPU)
+#   bash scripts/gpu_smoke.sh                      # ~2-3 minutes on one GPU
+#   STEPS=50 bash scripts/gpu_smoke.sh             # more steps per method
+#   OPTIONS="+callbacks.compile._target_=netcompress.callbacks.CompileNet" bash scripts/gpu_smoke.sh
+#   OPTIONS="+callbacks.channels_last._target_=netcompress.callbacks.ChannelsLast" bash scripts/gpu_smoke.sh
+#   TRAINER=cpu STEPS=3 bash scripts/gpu_smoke.sh  # the same script on a CPU (checks the script, not the GPU)
 #
 # Exits 2 with a message when no CUDA GPU is visible; 1 when a method fails (its error is printed).
 set -uo pipefail
