@@ -36,7 +36,8 @@ def test_three_digits_stages_end_to_end(tmp_path, caplog):
     hint = re.search(r"retrain with: (python run\.py .*?) \(add", caplog.text).group(1)
     top = yaml.safe_load((search_dir / "top_encodings.yaml").read_text())
     assert (search_dir / "flops_vs_acc.png").is_file() and list(search_dir.glob("csv/images/search_flops*.png"))
-    assert json.loads((search_dir / "search_state.json").read_text())["generation"] == 2
+    state = json.loads((search_dir / "search_state.json").read_text())
+    assert state["generation"] == 2 and metrics["search/evaluated"] == len(state["evaluated"]) >= 4
     budget = top["budget"]
     assert budget["max_flops"] == pytest.approx(0.5 * budget["full_flops"])
     assert all(t["flops"] <= budget["max_flops"] for t in top["top"]) and top["uniform"]["flops"] <= budget["max_flops"]
