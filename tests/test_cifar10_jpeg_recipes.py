@@ -18,7 +18,7 @@ def test_every_recipe_that_distills_reads_the_kept_teacher_at_its_temperature(tm
         cfg = compose_config([f"experiment={recipe}", "data.root=/data", *encoding], tmp_path / recipe)
         assert cfg.teacher.checkpoint == KEPT and cfg.teacher.net == teacher.model, recipe
         assert cfg.data.mean == teacher.data.mean and cfg.data.std == teacher.data.std, recipe
-        assert cfg.loss.temperature == 1.0, recipe   # chosen for this teacher (study cifar10_kd_temperature)
+        assert cfg.loss.temperature == 1.0, recipe   # chosen for this teacher (study cifar10_held_out)
     fast = compose_config(["experiment=fast_datafree_cifar10_jpeg_cpu", "data.root=/data"], tmp_path / "f")
     dafl = compose_config(["experiment=dafl_cifar10_jpeg_cpu", "data.root=/data"], tmp_path / "d")
     assert (fast.loss.bn, fast.loss.bn_momentum, dafl.loss.bn) == (10.0, 0.9, 0.0)
