@@ -31,7 +31,7 @@ def accuracy_against_time(records: dict, keys: list[str], x: str = "val_time_cur
                     label=f"{key.split('/', 1)[1]} ({len(curves)} seeds)" if i == 0 else None)
     ax.set(xlabel=f"wall time of the fit (min; {threads_of(records)} thread(s) per run)", ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")   # the least covered place
     return fig
 
 
