@@ -60,8 +60,11 @@ def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str =
                 for r in records[k] if score in r["metrics"]]
 
     def rho(found: list) -> str:   # Spearman's rank correlation, ties ranked by their average rank
-        x, y = zip(*found, strict=True) if found else ((), ())
-        return f"{spearmanr(x, y).statistic:+.2f}" if len(found) > 2 and len(set(x)) > 1 < len(set(y)) else "–"
+        if len(found) < 3:
+            return "–"
+        x, y = zip(*found, strict=True)
+        flat = len(set(x)) == 1 or len(set(y)) == 1   # no ranking on that side
+        return "–" if flat else f"{spearmanr(x, y).statistic:+.2f}"
 
     pooled = pairs()
     return f"{rho(pooled)} ({len(pooled)} networks)" + "".join(f"; {part}: {rho(pairs(part))}" for part in within)

@@ -181,9 +181,10 @@ def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) 
     if path.is_file() and (old := read_json(path))["overrides"] == args and same_reads(old.get("reads")):
         return "recorded"
     done, fresh = folder / "metrics.json", same_reads(read_json(kept) if kept.is_file() else None)
-    cached = fresh and done.is_file() and typed(folder) == args
+    same_run = fresh and typed(folder) == args   # the folder holds this run (finished, or to resume)
+    cached = same_run and done.is_file()
     if not cached:
-        if folder.is_dir() and (not fresh or typed(folder) != args):
+        if folder.is_dir() and not same_run:
             shutil.rmtree(folder)   # another run's folder: its checkpoint must not be resumed
         folder.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(kept, json.dumps(reads))
@@ -235,12 +236,16 @@ def load_records(study: Study) -> dict[str, list[dict]]:
     return found
 
 
+def value(record: dict, metric: str):
+    """A metric of the record's run, or a field of the record itself (``wall_time_s``, ``cpu_h``)."""
+    return record["metrics"].get(metric, record.get(metric))
+
+
 def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
     if "stat" in column:
         params = {k: v for k, v in column.items() if k not in ("header", "stat")}
         return getattr(stats, column["stat"])(records, key, **params)
-    values = [v for r in records.get(key, []) if (v := r["metrics"].get(column["metric"], r.get(column["metric"])))
-              is not None]
+    values = [v for r in records.get(key, []) if (v := value(r, column["metric"])) is not None]
     if not values:
         return "–"
     return AGGREGATES[column.get("agg", "mean_sd")](values, column.get("scale", 1), column.get("digits", 2))
@@ -285,7 +290,7 @@ def table(study: Study) -> str:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
     planned, missing = study.runs(), {}
-    for k, s in (run for run in study.runs() if not study.record_path(*run).is_file()):
+    for k, s in (run for run in planned if not study.record_path(*run).is_file()):
         missing.setdefault(k, []).append(str(s))
     cpu_h = sum(r["cpu_h"] for rs in records.values() for r in rs)
     text = (f"Regenerate: `python bench/study.py {study.name}`; records in docs/records/{study.name}/, "
