@@ -174,33 +174,22 @@ def test_int4_as_typed_is_one_line_and_no_run_folder(trained, tmp_path):
     assert proc.run_dirs == []
 
 
-@pytest.mark.parametrize("name", ["deploy_pipeline", "deploy_pipeline_datafree"])
-def test_deploy_studies_name_only_their_vars_and_earlier_rows(name):
-    """Every ${var} is a var of the file, every ${run:stage/label} a row of an earlier stage; the export stage
-    quantizes each of the teacher, the found and the uniform network (calibrated on synthesized images when
-    data-free)."""
+def test_deploy_study_quantizes_every_network_and_calibrates_the_data_free_ones_on_synthesized_images():
+    """The export stage quantizes each network of the chain, with and without data; the rows without data calibrate
+    on the synthesized images of their own PruningNet's run, and read no other run of the chain with data."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from study import flat  # the overrides as the runner reads them: YAML anchors' lists flattened
+    from study import Study
 
-    spec = yaml.safe_load((ROOT / "bench" / "studies" / f"{name}.yaml").read_text())
-    for row in (row for rows in spec["stages"].values() for row in rows):
-        row["overrides"] = flat(row["overrides"])
-    seen = set()
-    for stage, rows in spec["stages"].items():
-        for row in rows:
-            for item in row["overrides"]:
-                for ref in re.findall(r"\$\{([^}]+)\}", item):
-                    if ref.startswith("run:"):
-                        assert ref[4:] in seen, f"{stage}/{row['label']}: {ref} is not an earlier row"
-                    else:
-                        assert ref in spec["vars"], f"{stage}/{row['label']}: ${{{ref}}} is not a var"
-        seen |= {f"{stage}/{row['label']}" for row in rows}
-    exports = {row["label"]: row["overrides"] for row in spec["stages"]["export"]}
-    assert set(exports) == {"teacher", "found", "uniform"}
-    for overrides in exports.values():
+    study = Study("deploy_pipeline")   # checks every ${run:...} names a row of an earlier stage
+    exports = {key.split("/", 1)[1]: study.rows[key]["overrides"] for key in study.rows if key.startswith("export/")}
+    assert set(exports) == {"teacher", "found", "uniform", "found without data", "uniform without data"}
+    for label, overrides in exports.items():
         assert "export.quantize=int8" in overrides
-        assert ("export.calibration=synthetic" in overrides) == name.endswith("datafree")
-    assert any("search.max_latency=" in o for o in spec["stages"]["search"][0]["overrides"])
+        assert ("export.calibration=synthetic" in overrides) == label.endswith("without data")
+    free = [k for k in study.rows if k.endswith("without data")]
+    assert len(free) == 6 and all(need[0] in (*free, "teacher/teacher") for k in free for need in study.needs(k, 0))
+    assert all(any("search.max_latency=" in o for o in study.rows[k]["overrides"]) for k in study.rows
+               if k.startswith("search/"))
 
 
 def test_deploy_figure_plots_the_records_means(tmp_path):
