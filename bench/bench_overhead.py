@@ -159,14 +159,13 @@ def measures(method: str, size: str, batch: int, args, logdir: str, first: str) 
     """The row's baseline and candidate: the method's plain loop and its Lightning step, or with ``--baseline <m>``,
     m's plain loop and the method's; ``plain/plain``: the baseline of the ``first`` row's method against itself."""
     plain = partial(plain_time, size=size, steps=args.steps, batch=batch)
+    base = partial(plain, first if args.baseline == "plain" else args.baseline)
     if method == "plain/plain":
-        base = partial(plain, first if args.baseline == "plain" else args.baseline)
         return {"baseline": base, "candidate": base}
     if args.baseline == "plain":
-        return {"baseline": partial(plain, method), "candidate": partial(lightning_time, method, size, args.steps,
-                                                                         batch, logdir)}
-    return {"baseline": partial(plain, args.baseline), "candidate": partial(plain, method,
-                                                                          full_width=args.baseline == "fixed")}
+        return {"baseline": partial(plain, method),
+                "candidate": partial(lightning_time, method, size, args.steps, batch, logdir)}
+    return {"baseline": base, "candidate": partial(plain, method, full_width=args.baseline == "fixed")}
 
 
 def main():
@@ -178,7 +177,6 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-noise-floor", action="store_true", help="skip the plain/plain row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -187,8 +185,7 @@ def main():
     if not rows:
         parser.error(f"--methods {' '.join(args.methods)} are not measured at --sizes {' '.join(args.sizes)}")
     first = rows[0][2]
-    if not args.no_noise_floor:
-        rows.insert(0, (*rows[0][:2], "plain/plain"))
+    rows.insert(0, (*rows[0][:2], "plain/plain"))
     lines = [(f"Lightning (CSV logger, progress bar, log every {LOG_EVERY} steps) / plain loop" if args.baseline ==
               "plain" else f"plain step / {args.baseline}'s plain step") + f", {args.steps - WARMUP} timed steps x "
              f"{args.rounds} rounds, {args.threads} thread(s)",

@@ -73,11 +73,6 @@ def train_rate(source, steps: int, bf16: bool, channels_last: bool, compile_: bo
     return images / (time.perf_counter() - start)
 
 
-def forever(loader):
-    while True:
-        yield from loader
-
-
 def lightning_rate(datamodule, steps: int) -> float:
     import lightning as L
 
@@ -113,8 +108,11 @@ def main():
     dm = ImageFolderDataModule(root=args.root, num_classes=10, mean=MEAN, std=STD, random_shift=4,
                                cache_dir=args.cache, batch_size=args.batch)
     dm.setup()
-    sources = {"today": partial(forever, DataLoader(today, batch_size=args.batch, shuffle=True, drop_last=True)),
-               "decoded": partial(forever, dm.train_dataloader()),
+    def forever(loader):   # epoch after epoch
+        return lambda: itertools.chain.from_iterable(itertools.repeat(loader))
+
+    sources = {"today": forever(DataLoader(today, batch_size=args.batch, shuffle=True, drop_last=True)),
+               "decoded": forever(dm.train_dataloader()),
                "bare": partial(itertools.repeat, next(iter(dm.train_dataloader())))}
     rows = {name: partial(train_rate, sources[data], args.steps, *flags) for name, (data, *flags) in OPTIONS.items()
             if not (flags[2] and args.no_compile)}

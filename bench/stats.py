@@ -6,6 +6,7 @@ seed), ``key`` is the table row's ``stage/label``; it returns the cell's text.
 """
 import statistics
 
+from scipy.interpolate import interp1d
 from scipy.stats import spearmanr
 
 
@@ -21,28 +22,21 @@ def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
-def line_at(points: list[tuple[float, float]], x: float) -> float:
-    """The piecewise-linear line through ``points`` (x, y) at ``x``: between the two points around ``x``, or along
-    the first or last two points outside them."""
-    points = sorted(points)
-    i = min(max(sum(px <= x for px, _ in points) - 1, 0), len(points) - 2)
-    (x0, y0), (x1, y1) = points[i], points[i + 1]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
-
 def by_seed(records: dict, key: str) -> dict[int, dict]:
     return {r["seed"]: r for r in records.get(key, [])}
 
 
 def above_line(records: dict, key: str, uniform: list[str], metric: str = "test/acc", flops: str = "model/flops",
                scale: float = 100, digits: int = 2) -> str:
-    """How far the row's ``metric`` lies above the line through the uniform-width rows (``uniform``: their
-    ``stage/label``) at the row's FLOPs, per seed (the seed's own uniform networks), as ``mean ± sd``."""
+    """How far the row's ``metric`` lies above the piecewise-linear line through the uniform-width rows (``uniform``:
+    their ``stage/label``; extended along its end segments) at the row's FLOPs, per seed (the seed's own uniform
+    networks), as ``mean ± sd``."""
     gaps = []
     for seed, record in by_seed(records, key).items():
         points = [(r["metrics"][flops], r["metrics"][metric]) for u in uniform if (r := by_seed(records, u).get(seed))]
         if len(points) >= 2:
-            gaps.append(record["metrics"][metric] - line_at(points, record["metrics"][flops]))
+            line = interp1d(*zip(*points, strict=True), fill_value="extrapolate")
+            gaps.append(record["metrics"][metric] - float(line(record["metrics"][flops])))
     return pm(gaps, scale, digits) if gaps else "–"
 
 

@@ -65,6 +65,10 @@ class Study:
         self.rows = {f"{stage}/{row['label']}": {**row, "stage": stage, "overrides": flat(row["overrides"])}
                      for stage, rows in self.spec["stages"].items() for row in rows}
         order = list(self.spec["stages"])
+        table = self.spec["table"]   # its columns, or a dict with them, or another study's name: that one's table
+        table = Study(table, root=root).spec["table"] if isinstance(table, str) else table
+        self.table = {"stages": order, **(table if isinstance(table, dict) else {"columns": table})}
+        self.table_keys = [k for k in self.rows if k.split("/", 1)[0] in self.table["stages"]]   # its rows
         for key, row in self.rows.items():
             for m in REFERENCE.finditer(" ".join(row["overrides"])):
                 if m[2] not in self.rows or order.index(m[2].split("/")[0]) >= order.index(row["stage"]):
@@ -155,9 +159,9 @@ def execute(args: list[str], folder: Path, threads: int) -> None:
 
 
 def typed(folder: Path) -> list[str] | None:
-    """The arguments a run folder was started with (Hydra's ``.hydra/overrides.yaml``, display flags aside)."""
+    """The arguments a run folder was started with (Hydra's ``.hydra/overrides.yaml``, ``QUIET`` aside)."""
     path = folder / ".hydra" / "overrides.yaml"
-    return [w for w in yaml.safe_load(path.read_text()) if not w.startswith("callbacks.")] if path.is_file() else None
+    return [w for w in yaml.safe_load(path.read_text()) if w not in QUIET] if path.is_file() else None
 
 
 def fingerprint(path: Path) -> str:
@@ -251,20 +255,6 @@ def cell(column: dict, records: dict[str, list[dict]], key: str) -> str:
     return AGGREGATES[column.get("agg", "mean_sd")](values, column.get("scale", 1), column.get("digits", 2))
 
 
-def table_spec(study: Study) -> dict:
-    """The study's ``table`` (a bare list: its columns; a name: that study's table), with ``stages`` filled in
-    (default: all)."""
-    spec = study.spec["table"]
-    spec = Study(spec, root=study.root).spec["table"] if isinstance(spec, str) else spec
-    spec = spec if isinstance(spec, dict) else {"columns": spec}
-    return {"stages": list(study.spec["stages"]), **spec}
-
-
-def table_keys(study: Study) -> list[str]:
-    """The ``stage/label`` of each row of the table: the rows of its stages."""
-    return [k for k in study.rows if k.split("/", 1)[0] in table_spec(study)["stages"]]
-
-
 def draw(study: Study) -> Path | None:
     """The study's picture, ``figure: {draw: <a function of bench/figures.py>, <its params>}``, from its records:
     docs/<name>.png beside the doc; None without a figure or a record."""
@@ -274,19 +264,18 @@ def draw(study: Study) -> Path | None:
     import figures
 
     out = study.doc.parent / f"{study.name}.png"
-    getattr(figures, spec.pop("draw"))(records, table_keys(study), **spec).savefig(out, bbox_inches="tight")
+    getattr(figures, spec.pop("draw"))(records, study.table_keys, **spec).savefig(out, bbox_inches="tight")
     return out
 
 
 def table(study: Study) -> str:
     """The section's text: the table (one row per row label of the table's stages), the regenerate line with the
     records' CPU hours, and a footnote naming the runs without a record."""
-    spec = table_spec(study)
+    spec, records = study.table, load_records(study)
     columns, stages = spec["columns"], spec["stages"]
-    records, keys = load_records(study), table_keys(study)
     lines = [f"| {spec.get('label', 'row')} | " + " | ".join(c["header"] for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
-    for key in keys:
+    for key in study.table_keys:
         name = key.replace("/", ": ", 1) if len(stages) > 1 else key.split("/", 1)[1]
         lines.append(f"| {name} | " + " | ".join(cell(c, records, key) for c in columns) + " |")
     planned, missing = study.runs(), {}

@@ -21,6 +21,7 @@ TINY = {"seeds": [0, 1], "vars": {"epochs": "1"},
         "stages": {"teacher": [{"label": "LeNet-5", "seeds": [0], "overrides": ["method=supervised", "model=lenet5",
                                                                                  "debug=tiny"]}],
                    "fit": [{"label": "KD", "overrides": ["method=kd", "debug=tiny", "trainer.max_epochs=${epochs}",
+                                                          "callbacks.speed.throughput_batch=8",
                                                           "teacher.checkpoint=${run:teacher/LeNet-5}/checkpoints/last.ckpt"]},
                            {"label": "by labels", "overrides": ["method=supervised", "debug=tiny"]}],
                    "test": [{"label": "KD tested", "overrides": [
@@ -49,7 +50,7 @@ def tiny(tmp_path, monkeypatch):
         calls.append((args, folder))
         seed = int(args[-1].split("=")[1])
         (folder / ".hydra").mkdir(parents=True, exist_ok=True)
-        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(args))
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*args, *study.QUIET]))   # as Hydra does
         acc = 0.5 + 0.1 * seed + (0.05 if "method=kd" in args else 0)
         (folder / "metrics.json").write_text(json.dumps({"command": shlex.join(["python", "run.py", *args]),
                                                          "metrics": {"test/acc": acc},
@@ -124,12 +125,14 @@ def test_a_killed_run_is_run_again_in_its_folder_and_a_finished_one_is_read_back
     study.run_study(s)
     killed = s.folder("fit/KD", 1)
     (killed / "metrics.json").unlink()   # killed: no metrics.json, its folder (and last.ckpt) stay
+    (killed / "checkpoints").mkdir()
     s.record_path("fit/KD", 1).unlink()
     s.record_path("fit/by labels", 0).unlink()   # finished, record not yet written
     calls.clear()
     outcomes = study.run_study(s)
     # run.py resumes the killed run from its folder's last.ckpt; the test that reads its checkpoint runs again
     assert [folder for _, folder in calls] == [killed, s.folder("test/KD tested", 1)]
+    assert (killed / "checkpoints").is_dir()   # not cleared: its arguments (a callbacks.* one among them) are the run's
     assert outcomes[("fit/by labels", 0)] == "read back" and s.record_path("fit/by labels", 0).is_file()
 
 
@@ -230,7 +233,7 @@ def test_every_study_plans_its_runs_and_names_its_columns():
             assert all(order[need] < order[run] for need in s.needs(*run)), (path.name, run)
             if "${metric:" not in str(s.rows[run[0]]["overrides"]):
                 assert "${" not in " ".join(s.arguments(*run)), (path.name, run)
-        columns = study.table_spec(s)["columns"]
+        columns = s.table["columns"]
         assert all(hasattr(stats, c["stat"]) if "stat" in c else c.get("agg", "mean_sd") in study.AGGREGATES
                    for c in columns), path.name
         assert f"<!-- study:{s.section}:start -->" in s.doc.read_text(), path.name
@@ -238,9 +241,12 @@ def test_every_study_plans_its_runs_and_names_its_columns():
 
 def test_stats_by_hand():
     assert stats.pm([0.5, 0.6]) == "55.00 ± 7.07" and stats.pm([0.5]) == "50.00"   # one seed: no spread
-    # the line through (100, 40) and (200, 50) is 46 at 160; outside, along the nearest two points
-    assert stats.line_at([(200, 50), (100, 40), (400, 60)], 160) == pytest.approx(46)
-    assert stats.line_at([(200, 50), (100, 40), (400, 60)], 500) == pytest.approx(65)   # 60 + 100 x 10 / 200
+    # uniform networks at (200, 50), (100, 40), (400, 60): between two of them the line through them (46 at 160);
+    # outside, along the nearest two (at 500: 60 + 100 x 10 / 200 = 65)
+    uniform = {f"u/{f}": [rec(0, a, **{"model/flops": f})] for f, a in ((200, 0.5), (100, 0.4), (400, 0.6))}
+    for flops, acc, gap in ((160, 0.47, "1.00"), (500, 0.70, "5.00"), (50, 0.30, "-5.00")):
+        records = {**uniform, "r/x": [rec(0, acc, **{"model/flops": flops})]}
+        assert stats.above_line(records, "r/x", list(uniform)) == gap
 
 
 def rec(seed, acc, **metrics):
