@@ -66,9 +66,9 @@ def rank_agreement(records: dict, key: str, stage: str = "retrain", score: str =
 
 def minus(records: dict, key: str, base: str, metric: str = "test/acc", scale: float = 100, digits: int = 2,
           rows: list[str] | None = None) -> str:
-    """The row's ``metric`` minus row ``base``'s (a ``stage/label``, or a label of the row's stage), in the table's
-    ``rows`` only (``stage/label``s; default: all): per seed over the seeds both ran, when they share all or at least
-    two (``mean ± sd`` of the seeds' differences), else the difference of their means."""
+    """The row's ``metric`` minus row ``base``'s (a ``stage/label`` or a label of the row's stage), in ``rows`` only
+    (default: all): ``mean ± sd`` of the per-seed differences over the seeds both ran, when they share all or at least
+    two; else the difference of their means."""
     if rows is not None and key not in rows:
         return ""
     base = base if base in records or "/" in base else f"{key.split('/', 1)[0]}/{base}"

@@ -1,8 +1,7 @@
 """Runs a study (bench/studies/<name>.yaml: labelled rows of ``python run.py`` overrides over seeds, in chained
-stages), ``--parallel`` runs at once of ``--threads`` threads each, records each finished run in
-docs/records/<name>/, and writes the table made from the records into its section of the docs, and its picture, if
-it has one, to docs/<name>.png (``--table-only``: from the records alone). The study file's format and what runs
-again: bench/studies/README.md.
+stages), ``--parallel`` runs at once of ``--threads`` threads each, records each finished run in docs/records/<name>/,
+writes the records' table into its section of the docs and its picture, if any, to docs/<name>.png (``--table-only``:
+from the records alone). The study file's format and what runs again: bench/studies/README.md.
 
     python bench/study.py <name> [<name> ...] [--set KEY=VALUE ...] [--parallel 2] [--threads 1] [--seeds 0,1]
                           [--table-only]
