@@ -43,7 +43,7 @@ def deploy(records: dict, keys: list[str], colours: tuple = ("black", "tab:red",
     """A deployment study's export stage: each network's test top-1 in fp32 (o) and int8 (^; hollow: not kept, over
     export.max_accuracy_drop) against onnxruntime latency at batch 1 and 32 and size on disk, means over seeds; an
     arrow from each network's fp32 to its int8. ``colours``: of the rows, in order (then matplotlib's)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4), dpi=100, sharey=True)
     for key, colour in zip(keys, (*colours, *plt.cm.tab10.colors), strict=False):
         metrics = [r["metrics"] for r in records.get(key, [])]
         for ax, (_, metric) in zip(axes, DEPLOY, strict=True):
@@ -64,6 +64,6 @@ def deploy(records: dict, keys: list[str], colours: tuple = ("black", "tab:red",
         ax.set(xscale="log", xlabel=header if header == "size MB" else f"onnxruntime latency, {header} ({threads} "
                "thread(s))")
     axes[0].set_ylabel("test top-1 (%)")
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))   # beside the panels, covering none
     fig.tight_layout()
     return fig
