@@ -83,7 +83,8 @@ class ClassifierModule(L.LightningModule):
         ``train/acc_top5``. The step values go straight to the loggers (``logger.log_metrics``), at the steps and
         with the step and epoch columns Lightning gives its on_step values, and ``prog_bar``'s to the progress bar
         (netcompress.callbacks.ProgressBar reads ``progress_bar_values``): a ``self.log`` per value and step costs
-        a sizeable share of a small network's step on a CPU (docs/results.md, per-step overhead)."""
+        a sizeable share of a small network's step on a CPU (docs/notes/foundation-and-scale-out.md, per-step
+        overhead)."""
         means = torch.stack([v.detach() for v in values.values()]).float()   # bf16 sums would drift
         sums = means * batch_size
         if logits is not None:   # hits per rank of the top-5 (the indices are distinct): top-1 and top-5 counts

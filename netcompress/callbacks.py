@@ -16,7 +16,7 @@ from netcompress.deploy.speed import measure_latency, measure_throughput, synchr
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar, its training bar and metrics updated every ``every_n_batches`` batches and at
     the epoch's last: Lightning's updates them after every batch, a measurable share of a small network's CPU step
-    (docs/results.md, per-step overhead). Beside the ``prog_bar`` metrics it shows the module's
+    (docs/notes/foundation-and-scale-out.md, per-step overhead). Beside the ``prog_bar`` metrics it shows the module's
     ``progress_bar_values`` (the training losses ``ClassifierModule.log_train`` writes without ``self.log``).
     ``refresh_rate`` and the rest: RichProgressBar's (redraws per second)."""
 

@@ -1,4 +1,4 @@
-"""The CIFAR-10 CPU recipes (docs/results.md, CIFAR-10): they compose to the stated settings, the distillation recipes
+"""The CIFAR-10 CPU recipes (docs/notes/cifar10-dev.md): they compose to the stated settings, the distillation recipes
 share the student recipe's settings (so the table compares methods, not optimizers), and each trains through one step
 on tiny CIFAR-10 files in torchvision's on-disk format."""
 import inspect

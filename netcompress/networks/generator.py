@@ -16,7 +16,7 @@ sqrt(var + 0.8) instead of sqrt(var)). The recipes that target the paper's table
 - ``batchnorm`` (official): a non-affine ``BatchNorm2d(C)`` standardizes each generated batch per channel. It is
   symmetric under x -> -x and under any contrast: nothing tells the generator which sign the strokes have or how
   sparse they are, and the images come out with inverted polarity (bright background, dark strokes: negative
-  skew where real digits have positive skew) -- see docs/results.md, DAFL, "why the images looked wrong".
+  skew where real digits have positive skew) -- see docs/notes/dafl.md, "Why the generated images looked wrong".
 - ``pixels``: the tanh is read as a pixel value in [0, 1] (``(tanh + 1) / 2``) and normalized with the real data's
   normalization constants ``pixel_mean`` / ``pixel_std`` (one value, or one per channel), the transform every real
   input goes through. The generator then produces images in the range the teacher was trained on, with a fixed
