@@ -27,7 +27,7 @@ from functools import partial
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import ROOT, criterion, interleaved, ratios  # the repository on the import path
+from common import ROOT, interleaved, ratios  # the repository on the import path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -64,6 +64,11 @@ class BareModule(L.LightningModule):
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.net.parameters())
+
+
+def criterion(loss: str):
+    """The criterion of ``conf/loss/<loss>.yaml``, with the defaults written there (their one source)."""
+    return instantiate(OmegaConf.load(ROOT / "conf" / "loss" / f"{loss}.yaml"))
 
 
 def build(method: str, size: str, batch: int):

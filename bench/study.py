@@ -189,7 +189,6 @@ def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) 
     if not cached:
         if folder.is_dir() and not same_run:
             shutil.rmtree(folder)   # another run's folder: its checkpoint must not be resumed
-        folder.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(kept, json.dumps(reads))
         execute(args, folder, threads)
     result = read_json(done)
@@ -198,7 +197,6 @@ def run_one(study: Study, key: str, seed: int, threads: int, ran: bool = False) 
     record = {"study": study.name, "stage": key.split("/", 1)[0], "label": study.rows[key]["label"], "seed": seed,
               "overrides": args, "command": shlex.join(["python", "run.py", *args]), "metrics": metrics,
               "reads": reads, "wall_time_s": seconds, "threads": threads, "cpu_h": round(seconds * threads / 3600, 4)}
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return "read back" if cached else f"ran in {seconds:.0f} s"
 
